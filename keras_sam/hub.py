@@ -1,0 +1,68 @@
+"""Where TFSamModel comes from: the transformers version check and loading by name or path."""
+
+import os
+
+import transformers
+
+_TRANSFORMERS_HINT = "pip install 'transformers>=4.40,<5'"
+
+
+class ModelLoadError(OSError):
+    """A SAM checkpoint could not be loaded; the message says which one and what to do."""
+
+
+def require_tf_sam():
+    """Returns transformers' TFSamModel class, or raises ImportError saying how to get it.
+
+    transformers 5 removed every TensorFlow class, TFSamModel included.
+    """
+    major = int(transformers.__version__.split(".")[0])
+    if major >= 5:
+        raise ImportError(
+            f"keras-sam needs transformers<5, which still has TFSamModel; transformers "
+            f"{transformers.__version__} is installed. Run: {_TRANSFORMERS_HINT}"
+        )
+    try:
+        from transformers import TFSamModel
+    except ImportError as error:  # e.g. TensorFlow missing or a broken install
+        raise ImportError(
+            f"transformers {transformers.__version__} could not provide TFSamModel ({error}). "
+            f"Run: {_TRANSFORMERS_HINT} tensorflow tf-keras"
+        ) from error
+    return TFSamModel
+
+
+def load_tf_sam(name_or_path, **kwargs):
+    """Loads a TFSamModel from a local directory or a Hugging Face hub id.
+
+    Args:
+        name_or_path: a directory written by `save_pretrained`, or a hub id such as
+            "facebook/sam-vit-base".
+        **kwargs: passed on to `TFSamModel.from_pretrained`.
+
+    Returns:
+        The TFSamModel, built.
+
+    Raises:
+        ModelLoadError: the directory has no model, or the hub could not be reached.
+    """
+    tf_sam_model = require_tf_sam()
+    name = os.fspath(name_or_path)
+    if os.path.isdir(name):
+        if not os.path.exists(os.path.join(name, "config.json")):
+            raise ModelLoadError(
+                f"{name} has no config.json: it is not a saved SAM model "
+                "(expected a directory written by save_pretrained)."
+            )
+    elif name.startswith((".", os.path.sep, "~")) or name.count("/") > 1:
+        raise ModelLoadError(f"model directory {name} does not exist.")
+    try:
+        return tf_sam_model.from_pretrained(name, **kwargs)
+    except OSError as error:
+        if os.path.isdir(name):
+            raise ModelLoadError(f"could not load the SAM model in {name}: {error}") from error
+        raise ModelLoadError(
+            f"could not download {name!r} from the Hugging Face hub (no network or unknown id). "
+            "Pass a local directory written by save_pretrained, or try the offline demo "
+            "(keras-sam finetune --demo)."
+        ) from error
