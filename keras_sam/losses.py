@@ -106,10 +106,6 @@ class DiceLoss(keras.losses.Loss):
             raise ValueError(
                 f"smooth_nr and smooth_dr must be >= 0; got smooth_nr={smooth_nr}, smooth_dr={smooth_dr}"
             )
-        if smooth_dr == 0 and not sigmoid:
-            raise ValueError(
-                "smooth_dr=0 with sigmoid=False divides by zero on empty masks; set smooth_dr > 0"
-            )
         self.sigmoid = sigmoid
         self.squared_pred = squared_pred
         self.jaccard = jaccard

@@ -176,8 +176,15 @@ class SamSegmenter(keras.Model):
         if "iou_head" not in names and "mask_decoder" in names:
             self._component("iou_head").trainable = False
         self._frozen = names
-        # The traced step functions captured the old trainable variables: trace them anew.
+        # Keras restores the trainable state seen at compile() inside fit() and traced step
+        # functions captured the old variables: record the new state and trace anew.
+        self._record_trainable_state()
         self.train_function = self.test_function = self.predict_function = None
+
+    @tf.__internal__.tracking.no_automatic_dependency_tracking
+    def _record_trainable_state(self):
+        if getattr(self, "_compiled_trainable_state", None) is not None:
+            self._compiled_trainable_state = self._get_trainable_state()
 
     def _component(self, name):
         if name == "iou_head":
@@ -230,6 +237,7 @@ class SamSegmenter(keras.Model):
             args["input_masks"] = masks
         return args
 
+    @tf.autograph.experimental.do_not_convert
     def segment(self, inputs, training=False):
         """Predicts masks and the model's estimate of their IoU.
 
@@ -239,13 +247,18 @@ class SamSegmenter(keras.Model):
         Returns:
             SegmentationOutput(mask_logits (B, M, H, W), iou_scores (B, M)).
         """
+        # Not converted by autograph: TFSamModel's Python control flow is on static shapes only,
+        # and converting transformers' code took most of a 20 s first step.
         output = self.sam(
             **self._sam_arguments(inputs),
             multimask_output=self.multimask_output,
             return_dict=True,
             training=training,
         )
-        return SegmentationOutput(output.pred_masks[:, 0], output.iou_scores[:, 0])
+        # TFSamModel's reshapes can lose the static mask count in graph mode: restore it.
+        num_masks = 3 if self.multimask_output else 1
+        logits = tf.reshape(output.pred_masks[:, 0], (-1, num_masks, self.mask_grid, self.mask_grid))
+        return SegmentationOutput(logits, tf.reshape(output.iou_scores[:, 0], (-1, num_masks)))
 
     def call(self, inputs, training=None):
         """Returns mask logits, (B, M, H, W)."""
@@ -267,7 +280,9 @@ class SamSegmenter(keras.Model):
         """
         reject_keras3("SamSegmenter.compile", optimizer=optimizer, loss=loss, metrics=metrics)
         if isinstance(optimizer, str) and optimizer == "auto":
-            optimizer = keras.optimizers.Adam(learning_rate=1e-5)
+            # The fused (legacy) Adam: same update rule, but tracing its step for SAM's ~120
+            # decoder variables takes a third of the time the newer optimizer's does.
+            optimizer = keras.optimizers.legacy.Adam(learning_rate=1e-5)
         if isinstance(loss, str) and loss == "auto":
             loss = DiceLoss()
         if isinstance(metrics, str) and metrics == "auto":
