@@ -308,13 +308,21 @@ class SamSegmenter(keras.Model):
             y_pred = self.segment(x, training=True)
             loss = self.compute_loss(x, y, y_pred, sample_weight)
         self.optimizer.minimize(loss, self.trainable_variables, tape=tape)
-        return self.compute_metrics(x, y, y_pred, sample_weight)
+        logs = self.compute_metrics(x, y, y_pred, sample_weight)
+        logs["learning_rate"] = self._current_learning_rate()
+        return logs
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         y_pred = self.segment(x, training=False)
         self.compute_loss(x, y, y_pred, sample_weight)
         return self.compute_metrics(x, y, y_pred, sample_weight)
+
+    def _current_learning_rate(self):
+        """The optimizer's learning rate now (schedules evaluated), logged for TensorBoard."""
+        if hasattr(self.optimizer, "_decayed_lr"):  # legacy optimizers
+            return self.optimizer._decayed_lr(tf.float32)
+        return tf.cast(self.optimizer.learning_rate, tf.float32)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None):
         """The compiled loss on the trained mask, plus the IoU head's mean-squared error.

@@ -1,0 +1,159 @@
+"""Show masks, boxes and points on images: matplotlib helpers, and the overlay renderer the
+TensorBoard callback shares.
+
+The `display_*` functions draw on a given matplotlib Axes (or a new Figure) and return the Figure.
+Masks are expected at the image's own resolution: turn the model's low-resolution logits into such
+masks with `keras_sam.preprocessing.masks_at_image_size`.
+"""
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
+
+MASK_COLOR = (30, 144, 255)
+TRUTH_COLOR = (255, 215, 0)
+BOX_COLOR = (0, 255, 0)
+POSITIVE_COLOR = (0, 200, 0)
+NEGATIVE_COLOR = (230, 30, 30)
+
+
+def _axes(ax):
+    if ax is None:
+        figure, ax = plt.subplots(figsize=(5, 5))
+        ax.axis("off")
+    return ax.figure, ax
+
+
+def display_mask(mask, ax=None, color=MASK_COLOR, alpha=0.5):
+    """Draws a binary mask as a translucent colour layer on `ax`."""
+    figure, ax = _axes(ax)
+    mask = np.asarray(mask, bool)
+    layer = np.zeros(mask.shape + (4,), np.float32)
+    layer[mask] = [*(np.asarray(color) / 255.0), alpha]
+    ax.imshow(layer)
+    return figure
+
+
+def display_box(box, ax=None, color=BOX_COLOR):
+    """Draws a box (x0, y0, x1, y1) in image pixels on `ax`."""
+    figure, ax = _axes(ax)
+    x0, y0, x1, y1 = [float(v) for v in box]
+    ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, edgecolor=np.asarray(color) / 255,
+                               facecolor="none", linewidth=2))
+    return figure
+
+
+def display_boxes_on_img(image, boxes, ax=None):
+    """Shows an image with boxes (N, 4) drawn on it."""
+    figure, ax = _axes(ax)
+    ax.imshow(image)
+    for box in np.reshape(boxes, (-1, 4)):
+        display_box(box, ax)
+    return figure
+
+
+def display_points_on_img(image, points, labels=None, ax=None, marker_size=200):
+    """Shows an image with points (N, 2); label 1 (inside) green stars, label 0 (outside) red."""
+    figure, ax = _axes(ax)
+    ax.imshow(image)
+    points = np.reshape(points, (-1, 2))
+    labels = np.ones(len(points)) if labels is None else np.reshape(labels, (-1,))
+    for value, color in ((1, POSITIVE_COLOR), (0, NEGATIVE_COLOR)):
+        chosen = points[labels == value]
+        ax.scatter(chosen[:, 0], chosen[:, 1], color=np.asarray(color) / 255, marker="*",
+                   s=marker_size, edgecolor="white", linewidth=1.25)
+    return figure
+
+
+def display_masks_on_img(image, masks, scores=None, boxes=None, points=None, labels=None):
+    """A figure with one panel per mask (M, H, W) on the image, its IoU score in the title."""
+    masks = np.asarray(masks, bool).reshape((-1,) + np.shape(image)[:2])
+    figure, axes = plt.subplots(1, len(masks), figsize=(5 * len(masks), 5), squeeze=False)
+    for index, (ax, mask) in enumerate(zip(axes[0], masks)):
+        ax.imshow(image)
+        display_mask(mask, ax)
+        if boxes is not None:
+            for box in np.reshape(boxes, (-1, 4)):
+                display_box(box, ax)
+        if points is not None:
+            display_points_on_img(image, points, labels, ax)
+        title = f"Mask {index + 1}"
+        if scores is not None:
+            title += f", IoU score {float(np.ravel(scores)[index]):.3f}"
+        ax.set_title(title)
+        ax.axis("off")
+    figure.tight_layout()
+    return figure
+
+
+def figure_to_array(figure):
+    """Renders a matplotlib Figure to an (H, W, 3) uint8 array and closes it."""
+    figure.canvas.draw()
+    array = np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(figure)
+    return array
+
+
+def _outline(mask):
+    inner = mask.copy()
+    inner[1:] &= mask[:-1]
+    inner[:-1] &= mask[1:]
+    inner[:, 1:] &= mask[:, :-1]
+    inner[:, :-1] &= mask[:, 1:]
+    return mask & ~inner
+
+
+def render_overlay(image, predicted=None, truth=None, box=None, points=None, labels=None, text=None):
+    """Draws what the model predicted against the truth, for TensorBoard or a PNG.
+
+    Args:
+        image: (H, W, 3) uint8 image.
+        predicted: (H, W) boolean mask, filled translucent blue.
+        truth: (H, W) boolean mask, outlined in yellow.
+        box: (x0, y0, x1, y1) prompt box in the image's pixels, drawn green.
+        points: (N, 2) prompt points; `labels` 1 green, 0 red.
+        text: a line written at the top left (e.g. the sample's Dice and predicted IoU).
+
+    Returns:
+        (H, W, 3) uint8 array.
+    """
+    canvas = np.asarray(image, np.float32).copy()
+    if predicted is not None:
+        predicted = np.asarray(predicted, bool)
+        canvas[predicted] = 0.5 * canvas[predicted] + 0.5 * np.asarray(MASK_COLOR, np.float32)
+    if truth is not None:
+        edge = _outline(np.asarray(truth, bool))
+        thick = edge.copy()
+        thick[1:] |= edge[:-1]
+        thick[:, 1:] |= edge[:, :-1]
+        canvas[thick] = TRUTH_COLOR
+    picture = Image.fromarray(canvas.clip(0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(picture)
+    if box is not None:
+        draw.rectangle([float(v) for v in box], outline=BOX_COLOR, width=2)
+    if points is not None:
+        labels = np.ones(len(points)) if labels is None else np.ravel(labels)
+        for (x, y), label in zip(np.reshape(points, (-1, 2)), labels):
+            color = POSITIVE_COLOR if label == 1 else NEGATIVE_COLOR
+            draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=color, outline=(255, 255, 255))
+    if text:
+        draw.rectangle([0, 0, 7 * len(text) + 6, 14], fill=(0, 0, 0))
+        draw.text((3, 1), text, fill=(255, 255, 255))
+    return np.asarray(picture)
+
+
+def tile(images, columns=4):
+    """Arranges equal-sized (H, W, 3) images in a grid, row by row."""
+    images = list(images)
+    rows = -(-len(images) // columns)
+    height, width = images[0].shape[:2]
+    columns = min(columns, len(images))
+    grid = np.zeros((rows * height, columns * width, 3), np.uint8)
+    for index, image in enumerate(images):
+        row, column = divmod(index, columns)
+        grid[row * height:(row + 1) * height, column * width:(column + 1) * width] = image
+    return grid
