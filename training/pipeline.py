@@ -28,8 +28,8 @@ class DataGenerator:
     Args:
         lesions: training.datasets.Lesion records.
         processor: the model's SamProcessor (keras_sam.processor_for_config).
-        embeddings: optional keras_sam.embeddings.EmbeddingCache, to read image embeddings instead
-            of preprocessing pixels.
+        embeddings: optional keras_sam.embeddings.EmbeddingCache holding every lesion's image
+            (see `cache_embeddings`), to read image embeddings instead of preprocessing pixels.
     """
 
     def __init__(self, lesions, processor, embeddings=None):
@@ -60,7 +60,7 @@ class DataGenerator:
         item = dict(self._lesion_targets(index))
         item["labels"] = item["labels"].astype(np.float32)
         if self.embeddings is not None:
-            item["image_embeddings"] = self.embeddings.get(lesion.image_path)
+            item["image_embeddings"] = self.embeddings.get(lesion.image_key)
         else:
             item["pixel_values"] = preprocess_image(load_image(lesion.image_path), self.processor)
         return item
@@ -83,6 +83,14 @@ class DataGenerator:
         else:
             signature["pixel_values"] = tf.TensorSpec((3, size, size), tf.float32)
         return signature
+
+
+def cache_embeddings(lesions, processor, cache, progress=True):
+    """Computes the image embedding of every distinct image among `lesions` not yet in `cache`."""
+    paths = {lesion.image_key: lesion.image_path for lesion in lesions}
+    return cache.add(
+        list(paths), lambda key: preprocess_image(load_image(paths[key]), processor), progress
+    )
 
 
 def build_dataset(lesions, processor, config, *, batch_size=2, prompt="box", jitter=20.0,

@@ -1,0 +1,168 @@
+"""The frozen-encoder cache: each image's embedding computed once, then fine-tuning runs the
+decoder alone (about 50x faster a step on CPU for sam-vit-base).
+
+Entries are keyed on the vision encoder's weights, the preprocessing and the image's content, so a
+changed model or image never reuses a stale entry. On disk they are one `.npy` file per image
+(float16 by default), written under a temporary name and renamed, so memory stays bounded whatever
+the data set's size and a killed run never leaves a half-written entry.
+"""
+
+import hashlib
+import json
+import os
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+from tqdm.auto import tqdm
+
+
+def encoder_fingerprint(model):
+    """A digest of the vision encoder's configuration and every one of its weights."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(json.dumps(model.sam.config.vision_config.to_dict(), sort_keys=True).encode())
+    for weight in model.sam.vision_encoder.weights:
+        digest.update(weight.name.encode())
+        digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
+    return digest.hexdigest()
+
+
+class EmbeddingCache:
+    """Image embeddings of one model's vision encoder, by content key.
+
+    Args:
+        model: the SamSegmenter whose (frozen) vision encoder computes the embeddings.
+        directory: where entries are stored; None keeps them in memory (small sets).
+        storage_dtype: "float16" (default, half the disk) or "float32" (bit-exact).
+        batch_size: images per vision-encoder call when computing.
+        preprocessing: a string describing the preprocessing (e.g. the processor's JSON), part of
+            the key.
+
+    Example:
+        >>> cache = EmbeddingCache(model, "cache/")  # doctest: +SKIP
+        >>> cache.add(["img-1"], lambda key: pixel_values_of(key))  # doctest: +SKIP
+        >>> cache.get("img-1").shape  # doctest: +SKIP
+        (256, 64, 64)
+    """
+
+    def __init__(self, model, directory=None, *, storage_dtype="float16", batch_size=4,
+                 preprocessing=""):
+        if storage_dtype not in ("float16", "float32"):
+            raise ValueError(f"storage_dtype must be 'float16' or 'float32'; got {storage_dtype!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1; got {batch_size}")
+        self.model = model
+        self.directory = None if directory is None else os.fspath(directory)
+        self.storage_dtype = storage_dtype
+        self.batch_size = batch_size
+        self._memory = {}
+        vision = model.sam.config.vision_config
+        side = vision.image_size // vision.patch_size
+        self.shape = (vision.output_channels, side, side)
+        self._prefix = hashlib.sha256(
+            f"{encoder_fingerprint(model)}|{preprocessing}|{storage_dtype}".encode()
+        ).hexdigest()[:24]
+        if self.directory:
+            os.makedirs(self.directory, exist_ok=True)
+
+    @property
+    def spec(self):
+        """tf.TensorSpec of one embedding as `get` returns it."""
+        return tf.TensorSpec(self.shape, tf.float32)
+
+    def _entry(self, key):
+        digest = hashlib.sha256(f"{self._prefix}|{key}".encode()).hexdigest()
+        return digest if self.directory is None else os.path.join(self.directory, f"{digest}.npy")
+
+    def __contains__(self, key):
+        entry = self._entry(key)
+        return entry in self._memory if self.directory is None else os.path.exists(entry)
+
+    def add(self, keys, load_pixels, progress=True):
+        """Computes and stores the embeddings of the keys not yet cached, in batches.
+
+        Args:
+            keys: content keys of images (e.g. a hash of their pixels).
+            load_pixels: callable from a key to its (3, S, S) pixel values.
+            progress: show a progress bar.
+
+        Returns:
+            How many embeddings were computed.
+        """
+        missing = list(dict.fromkeys(key for key in keys if key not in self))
+        bar = tqdm(total=len(missing), desc="Embedding images", unit="image",
+                   disable=not progress or not missing)
+        for start in range(0, len(missing), self.batch_size):
+            chunk = missing[start:start + self.batch_size]
+            pixels = np.stack([load_pixels(key) for key in chunk])
+            embeddings = self.model.image_embeddings(pixels).numpy()
+            for key, embedding in zip(chunk, embeddings):
+                self._store(key, embedding.astype(self.storage_dtype))
+            bar.update(len(chunk))
+        bar.close()
+        return len(missing)
+
+    def _store(self, key, embedding):
+        entry = self._entry(key)
+        if self.directory is None:
+            self._memory[entry] = embedding
+            return
+        handle, temporary = tempfile.mkstemp(suffix=".tmp", dir=self.directory)
+        try:
+            with os.fdopen(handle, "wb") as stream:
+                np.save(stream, embedding)
+            os.replace(temporary, entry)
+        except BaseException:
+            if os.path.exists(temporary):
+                os.remove(temporary)
+            raise
+
+    def get(self, key):
+        """The embedding of `key` as float32 (C, E, E); KeyError if it was never added."""
+        entry = self._entry(key)
+        if self.directory is None:
+            if entry not in self._memory:
+                raise KeyError(f"no cached embedding for {key!r}; call add() first")
+            return self._memory[entry].astype(np.float32)
+        try:
+            return np.load(entry).astype(np.float32)
+        except FileNotFoundError:
+            raise KeyError(f"no cached embedding for {key!r} in {self.directory}; call add() first") from None
+
+
+def pixel_key(pixel_values):
+    """Content key of preprocessed pixel values."""
+    pixels = np.ascontiguousarray(pixel_values)
+    return hashlib.sha1(pixels.tobytes() + str(pixels.shape).encode()).hexdigest()
+
+
+def embed_dataset(dataset, cache):
+    """Turns a dataset of ({"pixel_values", prompts...}, y) into one of image embeddings.
+
+    The first pass computes each distinct image's embedding once (keyed on its pixel values);
+    later passes read the cache. Prompts and targets pass through untouched, so prompt jitter drawn
+    upstream stays new every epoch. Put this after batching; the result trains SamSegmenter.fit
+    without the vision encoder.
+
+    Args:
+        dataset: batched tf.data.Dataset of (x, y) with x["pixel_values"] (B, 3, S, S).
+        cache: an EmbeddingCache of the model being trained.
+
+    Returns:
+        tf.data.Dataset of (x with "image_embeddings" (B, C, E, E) instead of pixels, y).
+    """
+
+    def lookup(pixels):
+        keys = [pixel_key(p) for p in pixels]
+        by_key = dict(zip(keys, pixels))
+        cache.add(keys, by_key.__getitem__, progress=False)
+        return np.stack([cache.get(key) for key in keys])
+
+    def swap(x, y):
+        embeddings = tf.numpy_function(lookup, [x["pixel_values"]], tf.float32)
+        embeddings.set_shape((None,) + cache.shape)
+        x = {key: value for key, value in x.items() if key != "pixel_values"}
+        x["image_embeddings"] = embeddings
+        return x, y
+
+    return dataset.map(swap)

@@ -1,0 +1,83 @@
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import tf_keras as keras
+
+from conftest import disks, tiny_segmenter
+from keras_sam import processor_for_config, tiny_sam_config
+from keras_sam.embeddings import EmbeddingCache, embed_dataset
+from training import build_dataset, find_records, read_lesions
+from training.pipeline import cache_embeddings
+
+
+@pytest.fixture(scope="module")
+def lesions(phantom_dir):
+    return read_lesions(find_records(phantom_dir)).lesions[:10]
+
+
+def fit_losses(lesions, embeddings=None, storage_dtype="float32", tmp=None):
+    config = tiny_sam_config()
+    processor = processor_for_config(config)
+    model = tiny_segmenter(seed=11)
+    cache = None
+    if embeddings:
+        cache = EmbeddingCache(model, tmp, storage_dtype=storage_dtype, preprocessing="p")
+        assert cache_embeddings(lesions, processor, cache, progress=False) == len(
+            {lesion.image_key for lesion in lesions})
+    dataset = build_dataset(lesions, processor, config, batch_size=5, seed=4, embeddings=cache)
+    model.compile(optimizer=keras.optimizers.legacy.Adam(1e-3))
+    history = model.fit(dataset, epochs=2, verbose=0)
+    return np.array(history.history["loss"]), model, cache
+
+
+@pytest.fixture(scope="module")
+def from_pixels(lesions):
+    return fit_losses(lesions)[0]
+
+
+def test_training_from_a_float32_cache_matches_training_from_pixels(lesions, from_pixels, tmp_path):
+    losses, _, _ = fit_losses(lesions, embeddings=True, storage_dtype="float32", tmp=tmp_path)
+    np.testing.assert_allclose(losses, from_pixels, atol=1e-6)
+
+
+def test_training_from_a_float16_cache_matches_within_half_precision(lesions, from_pixels, tmp_path):
+    losses, model, cache = fit_losses(lesions, embeddings=True, storage_dtype="float16", tmp=tmp_path)
+    np.testing.assert_allclose(losses, from_pixels, atol=2e-3)
+    files = os.listdir(tmp_path)
+    assert files and all(name.endswith(".npy") for name in files)  # no temporary left behind
+    assert np.load(os.path.join(tmp_path, files[0])).dtype == np.float16
+
+
+def test_a_changed_encoder_or_image_never_reuses_an_entry(tmp_path):
+    model = tiny_segmenter(seed=0)
+    pixels = np.random.default_rng(0).normal(size=(3, 256, 256)).astype(np.float32)
+    cache = EmbeddingCache(model, tmp_path)
+    assert cache.add(["a"], lambda key: pixels, progress=False) == 1
+    assert cache.add(["a"], lambda key: pixels, progress=False) == 0  # already there
+    np.testing.assert_allclose(cache.get("a"), model.image_embeddings(pixels[None])[0], atol=1e-2)
+    with pytest.raises(KeyError, match="'b'"):
+        cache.get("b")
+    weight = model.sam.vision_encoder.weights[3]
+    weight.assign(weight + 1.0)
+    changed = EmbeddingCache(model, tmp_path)
+    assert "a" not in changed
+    assert EmbeddingCache(model, tmp_path, preprocessing="other") is not None
+    assert "a" not in EmbeddingCache(model, tmp_path, preprocessing="other")
+
+
+def test_embed_dataset_swaps_pixels_for_embeddings_once():
+    x, y = disks(6, seed=2)
+    model = tiny_segmenter(seed=5)
+    cache = EmbeddingCache(model, None, storage_dtype="float32")
+    dataset = embed_dataset(tf.data.Dataset.from_tensor_slices((x, y)).batch(3), cache)
+    calls = []
+    encode = model.image_embeddings
+    model.image_embeddings = lambda pixels: calls.append(len(pixels)) or encode(pixels)
+    for _ in range(2):
+        for batch_x, _ in dataset:
+            assert set(batch_x) == {"image_embeddings", "input_boxes"}
+    assert calls == [3, 3]  # computed in the first pass only
+    from_cache = model.predict(dataset.map(lambda a, b: a), verbose=0)
+    np.testing.assert_allclose(from_cache, model.predict(x, batch_size=3, verbose=0), atol=1e-5)
