@@ -1,0 +1,173 @@
+"""The `keras-sam` command line: finetune, evaluate and predict.
+
+    keras-sam finetune --demo
+    keras-sam finetune --data Dataset_BUSI_with_GT --model facebook/sam-vit-base --output run
+    keras-sam evaluate --model run/model --data Dataset_BUSI_with_GT --output eval
+    keras-sam predict --model run/model --image case.png --box 40,60,200,180 --output pred
+"""
+
+import argparse
+import sys
+
+DEMO_EPOCHS = 30
+DEMO_LEARNING_RATE = 3e-3
+DEFAULT_LEARNING_RATE = 1e-5
+EXIT_USAGE = 2
+
+
+class UsageError(ValueError):
+    """A bad command-line value; reported as one line on stderr with exit status 2."""
+
+
+def _positive_int(name):
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a whole number; got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{name} must be at least 1; got {value}")
+        return value
+    return parse
+
+
+def _fraction(name):
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number; got {text!r}") from None
+        if not 0 <= value < 1:
+            raise argparse.ArgumentTypeError(f"{name} must be in [0, 1); got {value}")
+        return value
+    return parse
+
+
+def _positive_float(name):
+    def parse(text):
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{name} must be a number; got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"{name} must be above 0; got {value}")
+        return value
+    return parse
+
+
+def parse_box(text):
+    """'x0,y0,x1,y1' in image pixels -> [x0, y0, x1, y1]."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 4 or values[2] <= values[0] or values[3] <= values[1]:
+        raise argparse.ArgumentTypeError(
+            f"--box must be x0,y0,x1,y1 with x1 > x0 and y1 > y0 (image pixels); got {text!r}")
+    return values
+
+
+def parse_point(text):
+    """'x,y' or 'x,y,label' (label 1 inside, 0 outside) -> (x, y, label)."""
+    parts = text.split(",")
+    try:
+        values = [float(v) for v in parts]
+    except ValueError:
+        values = []
+    if len(values) not in (2, 3) or (len(values) == 3 and values[2] not in (0, 1)):
+        raise argparse.ArgumentTypeError(
+            f"--point must be x,y or x,y,label with label 1 (inside) or 0 (outside); got {text!r}")
+    return (values[0], values[1], int(values[2]) if len(values) == 3 else 1)
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="keras-sam",
+        description="Fine-tune Segment Anything (SAM) on medical images with tf-keras.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    finetune = commands.add_parser("finetune", help="fine-tune SAM's mask decoder on a folder of images")
+    finetune.add_argument("--demo", action="store_true",
+                          help="generated breast-ultrasound phantoms and the tiny model, fully offline")
+    finetune.add_argument("--data", help="data folder (BUSI as downloaded, images/+labels/, or images/+masks/)")
+    finetune.add_argument("--model", default=None,
+                          help="hub id (e.g. facebook/sam-vit-base), a saved model directory, or 'tiny'")
+    finetune.add_argument("--output", default=None, help="run directory (default: keras-sam-demo for --demo)")
+    finetune.add_argument("--layout", default="auto", choices=["auto", "busi", "images-labels", "folders"])
+    finetune.add_argument("--mask-suffix", default="", help="mask file stem suffix for --layout folders, e.g. _mask")
+    finetune.add_argument("--epochs", type=_positive_int("--epochs"), default=None)
+    finetune.add_argument("--batch-size", type=_positive_int("--batch-size"), default=4)
+    finetune.add_argument("--lr", type=_positive_float("--lr"), default=None,
+                          help=f"learning rate (default {DEFAULT_LEARNING_RATE}; {DEMO_LEARNING_RATE} "
+                               "for the randomly initialised tiny model)")
+    finetune.add_argument("--freeze", default="vision_encoder,prompt_encoder",
+                          help="comma-separated components to keep fixed")
+    finetune.add_argument("--prompt", default="box", choices=["box", "points", "box+points"])
+    finetune.add_argument("--val-split", type=_fraction("--val-split"), default=0.15)
+    finetune.add_argument("--test-split", type=_fraction("--test-split"), default=0.15)
+    finetune.add_argument("--seed", type=int, default=0)
+    finetune.add_argument("--loss", default="dice", choices=["dice", "dice+bce", "focal"])
+    finetune.add_argument("--jitter", type=float, default=20.0, help="box jitter in image pixels")
+    finetune.add_argument("--no-embedding-cache", action="store_true",
+                          help="recompute the frozen vision encoder every step (slow)")
+    finetune.add_argument("--skip-bad-files", action="store_true",
+                          help="warn about and leave out unreadable or inconsistent files")
+    finetune.add_argument("--overwrite", action="store_true", help="replace a different run in --output")
+
+    evaluate = commands.add_parser("evaluate", help="score a saved model on a data folder")
+    evaluate.add_argument("--model", required=True)
+    evaluate.add_argument("--data", required=True)
+    evaluate.add_argument("--output", required=True)
+    evaluate.add_argument("--layout", default="auto", choices=["auto", "busi", "images-labels", "folders"])
+    evaluate.add_argument("--mask-suffix", default="")
+    evaluate.add_argument("--manifest", help="a split manifest; only its test split is evaluated")
+    evaluate.add_argument("--batch-size", type=_positive_int("--batch-size"), default=4)
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--jitter", type=float, default=20.0)
+    evaluate.add_argument("--skip-bad-files", action="store_true")
+
+    predict = commands.add_parser("predict", help="segment one image from boxes and/or points")
+    predict.add_argument("--model", required=True)
+    predict.add_argument("--image", required=True)
+    predict.add_argument("--output", required=True)
+    predict.add_argument("--box", action="append", type=parse_box, default=[],
+                         help="x0,y0,x1,y1 in image pixels; repeat for several objects")
+    predict.add_argument("--point", action="append", type=parse_point, default=[],
+                         help="x,y[,label] in image pixels; with boxes, added to each box's prompt")
+    return parser
+
+
+def main(argv=None):
+    """Entry point of the `keras-sam` console script."""
+    parser = build_parser()
+    parser.error = lambda message: _fail(message)  # one line, exit status 2
+    for action in parser._subparsers._group_actions[0].choices.values():
+        action.error = lambda message: _fail(message)
+    args = parser.parse_args(argv)
+    from training.datasets import DataError
+    from keras_sam.hub import ModelLoadError
+
+    try:
+        if args.command == "finetune":
+            from training.finetune import run_finetune
+            return run_finetune(args)
+        if args.command == "evaluate":
+            from training.commands import run_evaluate
+            return run_evaluate(args)
+        from training.commands import run_predict
+        return run_predict(args)
+    except (UsageError, DataError, ModelLoadError) as error:
+        _fail(str(error))
+    except KeyboardInterrupt:
+        print("keras-sam: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+def _fail(message):
+    print(f"keras-sam: error: {message}", file=sys.stderr)
+    sys.exit(EXIT_USAGE)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
