@@ -7,7 +7,10 @@
 """
 
 import argparse
+import os
 import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the way
 
 DEMO_EPOCHS = 30
 DEMO_LEARNING_RATE = 3e-3
@@ -145,8 +148,11 @@ def main(argv=None):
     for action in parser._subparsers._group_actions[0].choices.values():
         action.error = lambda message: _fail(message)
     args = parser.parse_args(argv)
-    from training.datasets import DataError
+    import transformers
+
+    transformers.logging.set_verbosity_error()
     from keras_sam.hub import ModelLoadError
+    from training.datasets import DataError
 
     try:
         if args.command == "finetune":

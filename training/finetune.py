@@ -141,6 +141,11 @@ def _plan(settings, data, previous=None):
     from training.models import load_segmenter
     from training.splits import split_lesions
 
+    if previous is not None:
+        model = previous["model"]
+    else:  # first, so a bad --model fails before the data is read
+        model = load_segmenter(settings["model"], seed=settings["seed"],
+                               freeze=[n for n in settings["freeze"].split(",") if n])
     records = find_records(data, settings["layout"], settings["mask_suffix"])
     lesion_set = read_lesions(records, on_error="skip" if settings["skip_bad_files"] else "raise",
                               progress=lambda items: tqdm(items, desc="Checking data", unit="image"))
@@ -152,11 +157,6 @@ def _plan(settings, data, previous=None):
                                      settings["seed"])
     for warning in warnings:
         print(f"note: {warning}")
-    if previous is not None:
-        model = previous["model"]
-    else:
-        model = load_segmenter(settings["model"], seed=settings["seed"],
-                               freeze=[n for n in settings["freeze"].split(",") if n])
     return {"lesion_set": lesion_set, "splits": splits, "warnings": warnings, "model": model}
 
 

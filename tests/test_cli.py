@@ -1,0 +1,144 @@
+"""The command line, run in-process: a short fine-tune on phantoms, then evaluate and predict."""
+
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+from transformers import TFSamModel
+
+from training.cli import main
+
+
+@pytest.fixture(scope="module")
+def run(phantom_dir, tmp_path_factory):
+    output = str(tmp_path_factory.mktemp("cli") / "run")
+    argv = ["finetune", "--data", phantom_dir, "--model", "tiny", "--output", output,
+            "--epochs", "2", "--batch-size", "4", "--val-split", "0.25", "--test-split", "0.25"]
+    assert main(argv) == 0
+    return output, argv
+
+
+def test_finetune_writes_model_logs_manifest_and_metrics(run):
+    output, _ = run
+    assert {"model", "logs", "split.json", "metrics.json", "test_lesions.csv", "best_worst.png"} <= set(
+        os.listdir(output))
+    TFSamModel.from_pretrained(os.path.join(output, "model"))
+    metrics = json.load(open(os.path.join(output, "metrics.json")))
+    assert set(metrics) == {"test", "val", "counts"}
+    for split in ("test", "val"):
+        assert set(metrics[split]) == {"finetuned", "before", "box_baseline"}
+        for row in metrics[split].values():
+            assert set(row) == {"dice", "iou", "per_class"}
+            assert set(row["per_class"]) == {"benign", "malignant"}
+            assert 0 <= row["iou"] <= row["dice"] <= 1
+    assert metrics["counts"]["per_class"]["normal"]["empty_mask_images_left_out"] == 3
+    events = os.listdir(os.path.join(output, "logs", "validation"))
+    assert events
+
+
+def test_the_same_command_again_says_the_run_is_complete(run, capsys):
+    output, argv = run
+    before = os.path.getmtime(os.path.join(output, "metrics.json"))
+    assert main(argv) == 0
+    assert "already complete" in capsys.readouterr().out
+    assert os.path.getmtime(os.path.join(output, "metrics.json")) == before
+
+
+def test_evaluate_and_predict_on_the_saved_model(run, phantom_dir, tmp_path, capsys):
+    output, _ = run
+    evaluation = tmp_path / "eval"
+    assert main(["evaluate", "--model", os.path.join(output, "model"), "--data", phantom_dir,
+                 "--output", str(evaluation), "--manifest", os.path.join(output, "split.json")]) == 0
+    metrics = json.load(open(evaluation / "metrics.json"))
+    run_metrics = json.load(open(os.path.join(output, "metrics.json")))
+    # finetune scored from float16 cached embeddings, evaluate from pixels: equal up to rounding.
+    assert metrics["model"]["dice"] == pytest.approx(run_metrics["test"]["finetuned"]["dice"], abs=0.01)
+    assert (evaluation / "lesions.csv").exists() and (evaluation / "best_worst.png").exists()
+
+    image = os.path.join(phantom_dir, "benign", "benign (1).png")
+    width, height = Image.open(image).size
+    prediction = tmp_path / "pred"
+    assert main(["predict", "--model", os.path.join(output, "model"), "--image", image,
+                 "--output", str(prediction), "--box", "10,10,100,90", "--box", "50,40,150,120",
+                 "--point", "60,50", "--point", "5,5,0"]) == 0
+    masks = [np.asarray(Image.open(prediction / f"mask_{k}.png")) for k in (1, 2)]
+    assert all(mask.shape == (height, width) for mask in masks)
+    assert set(np.unique(masks[0])) <= {0, 255}
+    assert Image.open(prediction / "overlay.png").size == (width, height)
+    assert len(json.load(open(prediction / "predictions.json"))) == 2
+
+
+def error_of(argv, capsys):
+    with pytest.raises(SystemExit) as raised:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert raised.value.code == 2
+    # Progress bars may come first; the error itself is one line, the last, and no traceback.
+    assert "Traceback" not in err and err.count("keras-sam: error:") == 1, err
+    last = err.splitlines()[-1]
+    assert last.startswith("keras-sam: error:"), err
+    return last
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["finetune", "--model", "tiny", "--output", "{out}"], "needs --data"),
+        (["finetune", "--data", "{missing}", "--model", "tiny", "--output", "{out}"], "is not a folder"),
+        (["finetune", "--data", "{empty}", "--model", "tiny", "--output", "{out}"], "is empty"),
+        (["finetune", "--demo", "--epochs", "0", "--output", "{out}"], "--epochs must be at least 1; got 0"),
+        (["finetune", "--demo", "--val-split", "0.6", "--test-split", "0.5", "--output", "{out}"],
+         "sum to 1 or more"),
+        (["finetune", "--demo", "--freeze", "encoder", "--output", "{out}"], "--freeze encoder is not a component"),
+        (["finetune", "--data", "{data}", "--model", "{missing}", "--output", "{out}"], "does not exist"),
+        (["finetune", "--data", "{data}", "--model", "facebook/sam-vit-nonexistent-offline",
+          "--output", "{out}"], "--demo"),
+        (["predict", "--model", "tiny", "--image", "{image}", "--output", "{out}", "--box", "1,2,3"],
+         "--box must be x0,y0,x1,y1"),
+        (["predict", "--model", "tiny", "--image", "{image}", "--output", "{out}", "--box", "50,50,10,60"],
+         "x1 > x0"),
+        (["predict", "--model", "tiny", "--image", "{image}", "--output", "{out}", "--point", "5,5,7"],
+         "label 1 \\(inside\\) or 0"),
+        (["predict", "--model", "tiny", "--image", "{image}", "--output", "{out}", "--box", "0,0,5000,10"],
+         "reaches outside the"),
+        (["predict", "--model", "tiny", "--image", "{missing}", "--output", "{out}", "--box", "0,0,5,5"],
+         "does not exist"),
+        (["predict", "--model", "tiny", "--image", "{image}", "--output", "{out}"], "at least one --box"),
+    ],
+)
+def test_errors_are_one_line_with_status_2_and_leave_nothing(argv, message, phantom_dir, tmp_path,
+                                                            capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    os.makedirs(tmp_path / "empty")
+    values = {"out": str(tmp_path / "out"), "missing": str(tmp_path / "missing"),
+              "empty": str(tmp_path / "empty"), "data": phantom_dir,
+              "image": os.path.join(phantom_dir, "benign", "benign (1).png")}
+    err = error_of([part.format(**values) for part in argv], capsys)
+    assert pytest.importorskip("re").search(message, err), err
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_a_bad_data_file_is_named_and_no_output_is_made(phantom_dir, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(phantom_dir, data)
+    (data / "malignant" / "malignant (2).png").write_bytes(b"")
+    err = error_of(["finetune", "--data", str(data), "--model", "tiny", "--output",
+                    str(tmp_path / "out")], capsys)
+    assert "malignant (2).png is empty (0 bytes)" in err
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_an_output_holding_a_different_run_is_refused_and_left_untouched(run, phantom_dir, capsys):
+    output, argv = run
+    listing = sorted(os.listdir(output))
+    changed = [*argv[:-8], "--epochs", "3", "--batch-size", "4", "--val-split", "0.25",
+               "--test-split", "0.25"]
+    err = error_of(changed, capsys)
+    assert "holds a different keras-sam run; choose another folder or pass --overwrite" in err
+    assert sorted(os.listdir(output)) == listing
