@@ -145,3 +145,29 @@ class MaskOverlayCallback(keras.callbacks.Callback):
 def _upsample(mask, side):
     return np.asarray(Image.fromarray(np.asarray(mask, np.uint8) * 255).resize(
         (side, side), Image.NEAREST)) > 127
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN or infinite loss; the message says at which epoch and step."""
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Stops `fit` at the first NaN or infinite loss with an error naming the epoch and step.
+
+    It raises at once, before the epoch ends, so callbacks that save at epoch end (ModelCheckpoint,
+    BackupAndRestore) keep their last good state: put it anywhere in `callbacks=[...]`.
+
+    Raises:
+        NonFiniteLossError: from `fit`.
+    """
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not np.isfinite(loss):
+            raise NonFiniteLossError(
+                f"the training loss became {float(loss)} at epoch {getattr(self, '_epoch', 0) + 1}, "
+                f"step {batch + 1}; training stopped (try a lower learning rate)"
+            )

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -83,54 +84,90 @@ def error_of(argv, capsys):
     return last
 
 
-@pytest.mark.parametrize(
-    "argv, message",
-    [
-        (["finetune", "--model", "tiny", "--output", "{out}"], "needs --data"),
-        (["finetune", "--data", "{missing}", "--model", "tiny", "--output", "{out}"], "is not a folder"),
-        (["finetune", "--data", "{empty}", "--model", "tiny", "--output", "{out}"], "is empty"),
-        (["finetune", "--demo", "--epochs", "0", "--output", "{out}"], "--epochs must be at least 1; got 0"),
-        (["finetune", "--demo", "--val-split", "0.6", "--test-split", "0.5", "--output", "{out}"],
-         "sum to 1 or more"),
-        (["finetune", "--demo", "--freeze", "encoder", "--output", "{out}"], "--freeze encoder is not a component"),
-        (["finetune", "--data", "{data}", "--model", "{missing}", "--output", "{out}"], "does not exist"),
-        (["finetune", "--data", "{data}", "--model", "facebook/sam-vit-nonexistent-offline",
-          "--output", "{out}"], "--demo"),
-        (["predict", "--model", "tiny", "--image", "{image}", "--output", "{out}", "--box", "1,2,3"],
-         "--box must be x0,y0,x1,y1"),
-        (["predict", "--model", "tiny", "--image", "{image}", "--output", "{out}", "--box", "50,50,10,60"],
-         "x1 > x0"),
-        (["predict", "--model", "tiny", "--image", "{image}", "--output", "{out}", "--point", "5,5,7"],
-         "label 1 \\(inside\\) or 0"),
-        (["predict", "--model", "tiny", "--image", "{image}", "--output", "{out}", "--box", "0,0,5000,10"],
-         "reaches outside the"),
-        (["predict", "--model", "tiny", "--image", "{missing}", "--output", "{out}", "--box", "0,0,5,5"],
-         "does not exist"),
-        (["predict", "--model", "tiny", "--image", "{image}", "--output", "{out}"], "at least one --box"),
-    ],
-)
-def test_errors_are_one_line_with_status_2_and_leave_nothing(argv, message, phantom_dir, tmp_path,
-                                                            capsys, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+def _damaged(relative, content):
+    """A data set with one file replaced (bytes, or an array saved as PNG); None removes it."""
+    def damage(data):
+        path = os.path.join(data, relative)
+        if content is None:
+            os.remove(path)
+        elif isinstance(content, bytes):
+            with open(path, "wb") as handle:
+                handle.write(content)
+        else:
+            Image.fromarray(content(path)).save(path)
+    return damage
+
+
+def _three_values(path):
+    values = np.zeros(Image.open(path).size[::-1], np.uint8)
+    values[:4], values[4:8] = 128, 255
+    return values
+
+
+BAD_INPUTS = [
+    # arguments and flags
+    (["finetune", "--model", "tiny", "--output", "{out}"], None, "needs --data"),
+    (["finetune", "--data", "{missing}", "--model", "tiny", "--output", "{out}"], None, "is not a folder"),
+    (["finetune", "--data", "{empty}", "--model", "tiny", "--output", "{out}"], None, "is empty"),
+    (["finetune", "--demo", "--epochs", "0", "--output", "{out}"], None, "--epochs must be at least 1; got 0"),
+    (["finetune", "--demo", "--batch-size", "two", "--output", "{out}"], None, "--batch-size must be a whole number"),
+    (["finetune", "--demo", "--lr", "0", "--output", "{out}"], None, "--lr must be above 0; got 0.0"),
+    (["finetune", "--demo", "--val-split", "0.6", "--test-split", "0.5", "--output", "{out}"], None,
+     "sum to 1 or more"),
+    (["finetune", "--demo", "--val-split", "1.5", "--output", "{out}"], None, "--val-split must be in"),
+    (["finetune", "--demo", "--freeze", "encoder", "--output", "{out}"], None, "--freeze encoder is not a component"),
+    (["finetune", "--demo", "--data", "{data}", "--output", "{out}"], None, "--demo generates its own data"),
+    (["finetune", "--demo", "--output", "{file}"], None, "is a file, not a folder"),
+    (["finetune", "--data", "{data}", "--model", "{missing}", "--output", "{out}"], None, "does not exist"),
+    (["finetune", "--data", "{data}", "--model", "facebook/sam-vit-nonexistent-offline",
+      "--output", "{out}"], None, "could not download .*--demo"),
+    (["predict", "--model", "tiny", "--image", "{image}", "--output", "{out}", "--box", "1,2,3"], None,
+     "--box must be x0,y0,x1,y1"),
+    (["predict", "--model", "tiny", "--image", "{image}", "--output", "{out}", "--box", "50,50,10,60"], None,
+     "x1 > x0"),
+    (["predict", "--model", "tiny", "--image", "{image}", "--output", "{out}", "--point", "5,5,7"], None,
+     "label 1 \\(inside\\) or 0"),
+    (["predict", "--model", "tiny", "--image", "{image}", "--output", "{out}", "--box", "0,0,5000,10"], None,
+     "reaches outside the"),
+    (["predict", "--model", "tiny", "--image", "{missing}", "--output", "{out}", "--box", "0,0,5,5"], None,
+     "does not exist"),
+    (["predict", "--model", "tiny", "--image", "{image}", "--output", "{out}"], None, "at least one --box"),
+    # data files
+    (["finetune", "--data", "{copy}", "--model", "tiny", "--output", "{out}"],
+     _damaged("benign/benign (2).png", b"not a png"), "benign \\(2\\).png cannot be decoded as an image"),
+    (["finetune", "--data", "{copy}", "--model", "tiny", "--output", "{out}"],
+     _damaged("malignant/malignant (2).png", b""), "malignant \\(2\\).png is empty \\(0 bytes\\)"),
+    (["finetune", "--data", "{copy}", "--model", "tiny", "--output", "{out}"],
+     _damaged("benign/benign (3)_mask.png", lambda path: np.zeros((9, 7), np.uint8)),
+     "benign \\(3\\)_mask.png is 7x9 but its image is"),
+    (["finetune", "--data", "{copy}", "--model", "tiny", "--output", "{out}"],
+     _damaged("benign/benign (4)_mask.png", None), "benign \\(4\\).png has no mask"),
+    (["finetune", "--data", "{copy}", "--model", "tiny", "--output", "{out}"],
+     _damaged("benign/benign (5)_mask.png", _three_values), "masks must be binary; .* has values 0, 128, 255"),
+    (["finetune", "--data", "{copy}", "--layout", "images-labels", "--model", "tiny", "--output", "{out}"],
+     None, "images does not exist: this layout needs images/ and labels/"),
+    (["evaluate", "--data", "{empty}", "--model", "tiny", "--output", "{out}"], None, "no known layout"),
+]
+
+
+@pytest.mark.parametrize("argv, damage, message", BAD_INPUTS)
+def test_bad_inputs_are_one_line_with_status_2_and_leave_nothing(argv, damage, message, phantom_dir,
+                                                                tmp_path, capsys, monkeypatch):
     import huggingface_hub.constants
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     os.makedirs(tmp_path / "empty")
+    (tmp_path / "a-file").write_text("")
     values = {"out": str(tmp_path / "out"), "missing": str(tmp_path / "missing"),
-              "empty": str(tmp_path / "empty"), "data": phantom_dir,
+              "empty": str(tmp_path / "empty"), "data": phantom_dir, "file": str(tmp_path / "a-file"),
+              "copy": str(tmp_path / "copy"),
               "image": os.path.join(phantom_dir, "benign", "benign (1).png")}
+    if "{copy}" in argv:
+        shutil.copytree(phantom_dir, values["copy"])
+        if damage:
+            damage(values["copy"])
     err = error_of([part.format(**values) for part in argv], capsys)
-    assert pytest.importorskip("re").search(message, err), err
-    assert not os.path.exists(tmp_path / "out")
-
-
-def test_a_bad_data_file_is_named_and_no_output_is_made(phantom_dir, tmp_path, capsys):
-    data = tmp_path / "data"
-    shutil.copytree(phantom_dir, data)
-    (data / "malignant" / "malignant (2).png").write_bytes(b"")
-    err = error_of(["finetune", "--data", str(data), "--model", "tiny", "--output",
-                    str(tmp_path / "out")], capsys)
-    assert "malignant (2).png is empty (0 bytes)" in err
+    assert re.search(message, err), err
     assert not os.path.exists(tmp_path / "out")
 
 

@@ -22,6 +22,10 @@ class UsageError(ValueError):
     """A bad command-line value; reported as one line on stderr with exit status 2."""
 
 
+class TrainingStopped(RuntimeError):
+    """Training could not go on (e.g. a NaN loss); reported as one line with exit status 1."""
+
+
 def _positive_int(name):
     def parse(text):
         try:
@@ -117,6 +121,9 @@ def build_parser():
     finetune.add_argument("--skip-bad-files", action="store_true",
                           help="warn about and leave out unreadable or inconsistent files")
     finetune.add_argument("--overwrite", action="store_true", help="replace a different run in --output")
+    finetune.add_argument("--strategy", default="default", choices=["default", "mirrored", "multiworker"],
+                          help="tf.distribute strategy: mirrored (all local devices) or multiworker "
+                               "(machines listed in TF_CONFIG; the chief, worker 0, writes --output)")
 
     evaluate = commands.add_parser("evaluate", help="score a saved model on a data folder")
     evaluate.add_argument("--model", required=True)
@@ -165,6 +172,9 @@ def main(argv=None):
         return run_predict(args)
     except (UsageError, DataError, ModelLoadError) as error:
         _fail(str(error))
+    except TrainingStopped as error:
+        print(f"keras-sam: error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("keras-sam: interrupted; run the same command again to resume", file=sys.stderr)
         return 130

@@ -157,6 +157,9 @@ def _busi_records(root):
 
 def _paired_records(root, image_dir, mask_dir, mask_suffix):
     image_folder, mask_folder = os.path.join(root, image_dir), os.path.join(root, mask_dir)
+    for folder in (image_folder, mask_folder):
+        if not os.path.isdir(folder):
+            raise DataError(f"{folder} does not exist: this layout needs {image_dir}/ and {mask_dir}/ in {root}")
     masks = {}
     for name in _images_in(mask_folder):
         stem = os.path.splitext(name)[0]

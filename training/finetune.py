@@ -7,7 +7,7 @@ Run directory (--output):
     embedding-cache/       image embeddings of the frozen vision encoder
     logs/                  TensorBoard: scalars (train, validation) and mask overlays
     checkpoints/           the best weights so far, by validation Dice
-    backup/                Keras BackupAndRestore state while training (for resuming)
+    backup/                model, optimizer and epoch count after each epoch (for resuming)
     training.csv           one line per epoch
     model/                 the fine-tuned model (save_pretrained; TFSamModel.from_pretrained reads it)
     metrics.json           Dice and IoU: fine-tuned, before fine-tuning, and the prompt box itself
@@ -20,7 +20,8 @@ import os
 import shutil
 import tempfile
 
-from training.cli import DEMO_EPOCHS, DEMO_LEARNING_RATE, DEFAULT_LEARNING_RATE, UsageError
+from training.cli import (DEMO_EPOCHS, DEMO_LEARNING_RATE, DEFAULT_LEARNING_RATE, TrainingStopped,
+                          UsageError)
 
 DEFAULT_EPOCHS = 10
 RUN_FILE = "run.json"
@@ -87,8 +88,38 @@ def prepare_output(output, settings, overwrite):
     return "new"
 
 
+def make_strategy(name):
+    """The tf.distribute strategy for --strategy; created before any other TensorFlow work."""
+    import tensorflow as tf
+
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        if not os.environ.get("TF_CONFIG"):
+            raise UsageError("--strategy multiworker needs TF_CONFIG describing the cluster "
+                             "(see the README's 'Several machines' section)")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def _is_chief():
+    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    task = config.get("task", {})
+    return task.get("type", "worker") in ("chief", "worker") and (
+        task.get("type") == "chief" or ("chief" not in config.get("cluster", {}) and task.get("index", 0) == 0))
+
+
 def run_finetune(args):
     settings = resolve_settings(args)
+    strategy = make_strategy(args.strategy)
+    if args.strategy == "multiworker" and not _is_chief():
+        # Every worker trains; only the chief keeps what it writes.
+        args.output = os.path.join(tempfile.mkdtemp(prefix="keras-sam-worker-"), "run")
+    with strategy.scope():
+        return _run_finetune(args, settings)
+
+
+def _run_finetune(args, settings):
     output = os.path.abspath(args.output)
     state = prepare_output(output, settings, args.overwrite)
     if state == "complete":
@@ -100,40 +131,44 @@ def run_finetune(args):
         print(summary_table(metrics))
         return 0
 
-    # Everything that can fail on bad input happens before the run directory is created.
-    staging = None
+    # Everything that can fail on bad input happens before the run directory is created; the
+    # demo's generated data is the only thing put there first, and removed again on failure.
     data = settings["data"]
+    created = False
     if settings["demo"]:
         data = os.path.join(output, "data")
         if state == "new":
             from training.phantoms import write_busi_phantoms
 
-            staging = tempfile.mkdtemp(prefix=".keras-sam-demo-")
+            parent = os.path.dirname(output)
+            os.makedirs(parent, exist_ok=True)
+            staging = tempfile.mkdtemp(prefix=".keras-sam-demo-", dir=parent)
             print("Generating breast-ultrasound phantoms (synthetic images, BUSI layout)...")
-            write_busi_phantoms(os.path.join(staging, "data"), counts={"benign": 40, "malignant": 20,
-                                                                        "normal": 6}, seed=settings["seed"])
+            try:
+                write_busi_phantoms(os.path.join(staging, "data"), seed=settings["seed"],
+                                    counts={"benign": 40, "malignant": 20, "normal": 6})
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            os.rename(staging, output)
+            created = True
     try:
-        plan = _plan(settings, os.path.join(staging, "data") if staging else data)
+        plan = _plan(settings, data)
     except BaseException:
-        if staging:
-            shutil.rmtree(staging, ignore_errors=True)
+        if created:
+            shutil.rmtree(output, ignore_errors=True)
         raise
     if state == "new":
-        if staging:
-            os.makedirs(os.path.dirname(output) or ".", exist_ok=True)
-            shutil.move(staging, output)
-            plan = _plan(settings, data, plan)
-        else:
-            os.makedirs(output, exist_ok=True)
         from training.evaluate import write_json
 
+        os.makedirs(output, exist_ok=True)
         write_json(os.path.join(output, RUN_FILE), settings)
     else:
         print(f"Resuming the run in {output}.")
     return _train(settings, output, data, plan)
 
 
-def _plan(settings, data, previous=None):
+def _plan(settings, data):
     """Reads and checks the data, splits it and loads the model."""
     from tqdm.auto import tqdm
 
@@ -141,11 +176,9 @@ def _plan(settings, data, previous=None):
     from training.models import load_segmenter
     from training.splits import split_lesions
 
-    if previous is not None:
-        model = previous["model"]
-    else:  # first, so a bad --model fails before the data is read
-        model = load_segmenter(settings["model"], seed=settings["seed"],
-                               freeze=[n for n in settings["freeze"].split(",") if n])
+    # The model first, so a bad --model fails before the data is read.
+    model = load_segmenter(settings["model"], seed=settings["seed"],
+                           freeze=[n for n in settings["freeze"].split(",") if n])
     records = find_records(data, settings["layout"], settings["mask_suffix"])
     lesion_set = read_lesions(records, on_error="skip" if settings["skip_bad_files"] else "raise",
                               progress=lambda items: tqdm(items, desc="Checking data", unit="image"))
@@ -161,18 +194,19 @@ def _plan(settings, data, previous=None):
 
 
 def _train(settings, output, data, plan):
-    import numpy as np
     import tf_keras as keras
 
     from keras_sam import processor_for_config
-    from keras_sam.callbacks import MaskOverlayCallback, pixels_to_image
+    from keras_sam.callbacks import (MaskOverlayCallback, NonFiniteLossError, StopOnNonFiniteLoss,
+                                     pixels_to_image)
     from keras_sam.embeddings import EmbeddingCache
     from keras_sam.losses import get_loss
     from keras_sam.preprocessing import preprocess_image
     from training.datasets import load_image
     from training.evaluate import (best_and_worst_grid, evaluate_lesions, summarize, summary_table,
                                    write_json, write_lesion_csv)
-    from training.pipeline import build_dataset, cache_embeddings
+    from training.pipeline import build_dataset, cache_embeddings, steps_per_epoch
+    from training.resume import EpochBackup
     from training.splits import write_manifest
 
     model, splits = plan["model"], plan["splits"]
@@ -191,7 +225,6 @@ def _train(settings, output, data, plan):
 
     common = dict(batch_size=settings["batch_size"], prompt=settings["prompt"],
                   jitter=settings["jitter"], seed=settings["seed"], embeddings=cache)
-    train = build_dataset(splits["train"], processor, config, **common)
     evaluation = {name: build_dataset(splits[name], processor, config, shuffle=False,
                                       fixed_prompts=True, **{**common, "prompt": "box"})
                   for name in ("val", "test") if splits[name]}
@@ -209,12 +242,18 @@ def _train(settings, output, data, plan):
         write_json(before_path, before)
 
     model.compile(optimizer=keras.optimizers.legacy.Adam(settings["lr"]), loss=get_loss(settings["loss"]))
+    backup = EpochBackup(os.path.join(output, "backup"), model)
+    initial_epoch = backup.restore()
+    if initial_epoch:
+        print(f"Resuming after epoch {initial_epoch} of {settings['epochs']}.")
+    train = build_dataset(splits["train"], processor, config, epochs=(initial_epoch, settings["epochs"]),
+                          **common)
     logs = os.path.join(output, "logs")
     best_weights = os.path.join(output, "checkpoints", "best")
     overlay_lesions = splits["val"][:OVERLAY_SAMPLES]
     images = [pixels_to_image(preprocess_image(load_image(l.image_path), processor)) for l in overlay_lesions]
     callbacks = [
-        keras.callbacks.BackupAndRestore(os.path.join(output, "backup")),
+        StopOnNonFiniteLoss(),
         keras.callbacks.TensorBoard(logs),
         MaskOverlayCallback(validation, logs, max_samples=OVERLAY_SAMPLES, images=images,
                             display_size=min(512, processor.image_processor.size["longest_edge"])),
@@ -222,11 +261,20 @@ def _train(settings, output, data, plan):
                                         save_weights_only=True,
                                         initial_value_threshold=_best_so_far(output)),
         keras.callbacks.CSVLogger(os.path.join(output, "training.csv"), append=True),
+        backup,  # last: an epoch counts as done once everything above has recorded it
     ]
     if settings["demo"]:
         print("\nThe demo fine-tunes a tiny SAM whose weights start RANDOM, on synthetic phantoms:\n"
               "its numbers show the machinery working, not a medical result.\n")
-    model.fit(train, validation_data=validation, epochs=settings["epochs"], callbacks=callbacks, verbose=1)
+    try:
+        if initial_epoch < settings["epochs"]:
+            model.fit(train, validation_data=validation, epochs=settings["epochs"],
+                      initial_epoch=initial_epoch, callbacks=callbacks, verbose=1,
+                      steps_per_epoch=steps_per_epoch(splits["train"], settings["batch_size"]))
+    except NonFiniteLossError as error:
+        raise TrainingStopped(
+            f"{error}. The best weights so far are in {best_weights}; the run resumes from its last "
+            "good epoch if the same command is run again.") from error
 
     if os.path.exists(best_weights + ".index"):
         model.load_weights(best_weights)

@@ -1,6 +1,6 @@
 """From lesions to a tf.data pipeline SamSegmenter.fit trains on.
 
-    DataGenerator (one lesion -> SAM inputs, deterministic) ─► cache ─► shuffle (seeded)
+    DataGenerator (one lesion -> SAM inputs, deterministic) ─► cache ─► shuffle (seeded by epoch)
         ─► prompts drawn anew every epoch (jittered box, points) ─► batch ─► prefetch
 """
 
@@ -93,10 +93,18 @@ def cache_embeddings(lesions, processor, cache, progress=True):
     )
 
 
+def steps_per_epoch(lesions, batch_size):
+    """Batches in one epoch of `build_dataset` (the last one may be smaller)."""
+    return -(-len(lesions) // batch_size)
+
+
 def build_dataset(lesions, processor, config, *, batch_size=2, prompt="box", jitter=20.0,
                   num_positive=3, num_negative=1, shuffle=True, seed=0, fixed_prompts=False,
-                  cache="", embeddings=None):
+                  cache="", embeddings=None, epochs=None):
     """A tf.data.Dataset of (inputs, masks) batches that SamSegmenter.fit accepts.
+
+    Shuffling and prompts depend only on (seed, epoch, sample): a resumed run replays exactly the
+    epochs an uninterrupted one would have seen.
 
     Args:
         lesions: training.datasets.Lesion records.
@@ -106,14 +114,16 @@ def build_dataset(lesions, processor, config, *, batch_size=2, prompt="box", jit
         prompt: "box", "points" or "box+points".
         jitter: largest move of each box side, in pixels of the image's own scale.
         num_positive, num_negative: points inside and outside the lesion for point prompts.
-        shuffle: reshuffle every epoch (seeded).
+        shuffle: shuffle every epoch (seeded).
         seed: seeds the shuffle and the prompts.
-        fixed_prompts: draw the same prompts every epoch (for validation and test); otherwise
-            every epoch draws new ones.
+        fixed_prompts: the same order and prompts every time (for validation and test).
         cache: "" caches preprocessed samples in memory, a path caches them in that file, None
             disables the cache. With `embeddings`, image embeddings are read from their own cache
             and only the small per-lesion targets are kept in memory.
         embeddings: optional keras_sam.embeddings.EmbeddingCache (train from image embeddings).
+        epochs: None for one epoch, drawn anew each time the dataset is iterated; or
+            (first, last) for one stream of epochs first..last-1, to fit with
+            `initial_epoch=first, steps_per_epoch=steps_per_epoch(lesions, batch_size)`.
 
     Returns:
         tf.data.Dataset yielding ({"pixel_values" or "image_embeddings", "input_boxes" (B, 4)
@@ -126,20 +136,17 @@ def build_dataset(lesions, processor, config, *, batch_size=2, prompt="box", jit
     if not lesions:
         raise ValueError("no lesions to build a dataset from")
     generator = DataGenerator(lesions, processor, embeddings)
-    dataset = tf.data.Dataset.from_generator(
+    samples = tf.data.Dataset.from_generator(
         generator, output_signature=generator.output_signature(config)
     )
     if cache is not None and embeddings is None:
-        dataset = dataset.cache(cache)
-    if shuffle:
-        dataset = dataset.shuffle(len(generator), seed=seed, reshuffle_each_iteration=True)
-    randomness = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=not fixed_prompts)
-    dataset = tf.data.Dataset.zip((dataset, randomness))
+        samples = samples.cache(cache)
+    count = len(generator)
     grid_per_model_px = mask_grid_of(config) / image_size_of(config)
     image_key = "image_embeddings" if embeddings is not None else "pixel_values"
 
-    def to_inputs(item, random_value):
-        seeds = tf.random.experimental.stateless_split(tf.stack([random_value, seed]), 2)
+    def to_inputs(epoch, index, item):
+        seeds = tf.random.experimental.stateless_split(tf.stack([epoch, index]), 2)
         inputs = {image_key: item[image_key]}
         if prompt in ("box", "box+points"):
             inputs["input_boxes"] = jitter_boxes(
@@ -154,5 +161,30 @@ def build_dataset(lesions, processor, config, *, batch_size=2, prompt="box", jit
             inputs["input_labels"] = labels
         return inputs, item["labels"]
 
-    dataset = dataset.map(to_inputs, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    def one_epoch(epoch):
+        """Epoch `epoch` (a Python int): its own shuffle and prompts, batched on its own."""
+        epoch_seed = epoch * 1_000_003 + seed
+        data = samples.enumerate()
+        if shuffle:
+            data = data.shuffle(count, seed=epoch_seed, reshuffle_each_iteration=False)
+        data = data.map(lambda index, item: to_inputs(epoch_seed, index, item),
+                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        return data.batch(batch_size)
+
+    if epochs is not None:
+        first, last = epochs
+        dataset = one_epoch(first)
+        for epoch in range(first + 1, last):
+            dataset = dataset.concatenate(one_epoch(epoch))
+    elif fixed_prompts:
+        dataset = one_epoch(0)
+    else:  # new order and prompts every time the dataset is iterated, reproducible from the seed
+        data = samples.enumerate()
+        if shuffle:
+            data = data.shuffle(count, seed=seed, reshuffle_each_iteration=True)
+        tokens = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
+        data = tf.data.Dataset.zip((data, tokens)).map(
+            lambda indexed, token: to_inputs(token % 2**40, indexed[0], indexed[1]),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        dataset = data.batch(batch_size)
+    return dataset.prefetch(tf.data.AUTOTUNE)
