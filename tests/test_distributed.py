@@ -20,6 +20,7 @@ def test_mirrored_over_two_devices_matches_one_device():
     assert result.returncode == 0, result.stderr[-3000:]
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert figures["replicas"] == 2
+    assert np.isfinite(figures["one"][0]).all()
     np.testing.assert_allclose(figures["two"][0], figures["one"][0], atol=1e-5)
     for name, value in figures["one"][1].items():
         assert figures["two"][1][name] == pytest.approx(value, abs=1e-5), name

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from transformers import TFSamModel
 
+from conftest import disks
 from training.cli import main
 
 EPOCHS = 8
@@ -56,7 +57,22 @@ def test_a_killed_run_resumes_and_ends_like_an_uninterrupted_one(phantom_dir, tm
 
     uninterrupted = str(tmp_path / "uninterrupted")
     assert main([*settings(phantom_dir), "--output", uninterrupted]) == 0
-    ours = TFSamModel.from_pretrained(os.path.join(killed, "model")).mask_decoder.weights
-    theirs = TFSamModel.from_pretrained(os.path.join(uninterrupted, "model")).mask_decoder.weights
-    for a, b in zip(ours, theirs):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-5, err_msg=a.name)
+    # The same epochs in the same order with the same prompts: the same training curve...
+    assert curve(killed) == pytest.approx(curve(uninterrupted), abs=1e-6)
+    # ...and the same model, up to float rounding (Adam turns ~1e-9 gradient noise on untrained
+    # parameters into steps of the learning rate's order, hence the weights' looser tolerance).
+    ours = TFSamModel.from_pretrained(os.path.join(killed, "model"))
+    theirs = TFSamModel.from_pretrained(os.path.join(uninterrupted, "model"))
+    for a, b in zip(ours.weights, theirs.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=5e-4, err_msg=a.name)
+    x, _ = disks(4)
+    inputs = {"pixel_values": x["pixel_values"], "input_boxes": x["input_boxes"][:, None],
+              "multimask_output": False}
+    np.testing.assert_allclose(ours(**inputs).pred_masks.numpy(), theirs(**inputs).pred_masks.numpy(),
+                               atol=1e-4)
+
+
+def curve(output):
+    """Validation Dice by epoch (an epoch logged twice, killed between log and backup, counts once)."""
+    with open(os.path.join(output, "training.csv")) as handle:
+        return list({int(row["epoch"]): float(row["val_dice"]) for row in csv.DictReader(handle)}.values())

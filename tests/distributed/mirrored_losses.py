@@ -21,7 +21,7 @@ def losses(strategy):
     with strategy.scope():
         keras.utils.set_random_seed(0)
         model = SamSegmenter(TFSamModel(tiny_sam_config()))
-        model.compile(optimizer=keras.optimizers.legacy.SGD(0.5))
+        model.compile(optimizer=keras.optimizers.legacy.SGD(0.05))
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
     history = model.fit(dataset, epochs=3, verbose=0)
     return history.history["loss"], model.evaluate(dataset, verbose=0, return_dict=True)
