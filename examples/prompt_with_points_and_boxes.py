@@ -15,8 +15,9 @@ import numpy as np
 
 from keras_sam import SamSegmenter, processor_for_config
 from keras_sam.preprocessing import masks_at_image_size, preprocess_image, to_model_coordinates
+from keras_sam.prompts import box_from_mask
 from keras_sam.visualization import display_boxes_on_img, display_masks_on_img, display_points_on_img
-from training.datasets import load_image
+from training.datasets import load_image, load_mask
 from training.models import load_segmenter
 from training.phantoms import write_busi_phantoms
 
@@ -32,8 +33,9 @@ def main():
     data = write_busi_phantoms(tempfile.mkdtemp(), counts={"benign": 1}, seed=3, duplicates=0)
     image = load_image(os.path.join(data, "benign", "benign (1).png"))
     height, width = image.shape[:2]
-
-    point, box = [[width * 0.5, height * 0.4]], [width * 0.3, height * 0.25, width * 0.7, height * 0.6]
+    # Prompts as a user would click them: a box around the lesion and a point at its centre.
+    box = box_from_mask(load_mask(os.path.join(data, "benign", "benign (1)_mask.png"))).tolist()
+    point = [[(box[0] + box[2]) / 2, (box[1] + box[3]) / 2]]
     display_points_on_img(image, point, [1]).savefig(os.path.join(args.output, "points.png"))
     display_boxes_on_img(image, [box]).savefig(os.path.join(args.output, "box.png"))
 
@@ -52,7 +54,7 @@ def main():
                                       boxes=box if name == "box" else None,
                                       points=point if name == "points" else None)
         figure.savefig(os.path.join(args.output, f"masks_from_{name}.png"))
-        print(f"{name}: IoU scores {np.round(scores, 3).tolist()}")
+        print(f"{name}: IoU scores {[round(float(score), 3) for score in scores]}")
     print(f"Figures in {args.output}/")
 
 
