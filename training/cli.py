@@ -12,7 +12,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the way
 
-DEMO_EPOCHS = 30
+DEMO_EPOCHS = 50
 DEMO_LEARNING_RATE = 3e-3
 DEFAULT_LEARNING_RATE = 1e-5
 EXIT_USAGE = 2
