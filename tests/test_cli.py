@@ -57,6 +57,8 @@ def test_evaluate_and_predict_on_the_saved_model(run, phantom_dir, tmp_path, cap
     run_metrics = json.load(open(os.path.join(output, "metrics.json")))
     # finetune scored from float16 cached embeddings, evaluate from pixels: equal up to rounding.
     assert metrics["model"]["dice"] == pytest.approx(run_metrics["test"]["finetuned"]["dice"], abs=0.01)
+    # The same prompts as during the run: each lesion's jitter comes from the lesion itself.
+    assert metrics["box_baseline"] == run_metrics["test"]["box_baseline"]
     assert (evaluation / "lesions.csv").exists() and (evaluation / "best_worst.png").exists()
 
     image = os.path.join(phantom_dir, "benign", "benign (1).png")

@@ -4,6 +4,8 @@
         ─► prompts drawn anew every epoch (jittered box, points) ─► batch ─► prefetch
 """
 
+import hashlib
+
 import numpy as np
 import tensorflow as tf
 
@@ -23,7 +25,8 @@ class DataGenerator:
         labels (G, G) float32, the lesion's mask resized and padded like the image (logits grid);
         box (4,) the lesion's tight box in model-input pixels;
         scale (2,) model-input pixels per image pixel along x and y;
-        extent (2,) width and height of the resized image in model-input pixels.
+        extent (2,) width and height of the resized image in model-input pixels;
+        prompt_seed () int64, from the lesion's content, so its prompts don't depend on its position.
 
     Args:
         lesions: training.datasets.Lesion records.
@@ -52,6 +55,8 @@ class DataGenerator:
                 "box": (np.asarray(lesion.box, np.float32) * np.tile(scale, 2)).astype(np.float32),
                 "scale": scale,
                 "extent": np.array([width, height], np.float32),
+                "prompt_seed": np.int64(int(hashlib.sha1(
+                    f"{lesion.image_key}{lesion.box}".encode()).hexdigest()[:15], 16)),
             }
         return self._targets[index]
 
@@ -77,6 +82,7 @@ class DataGenerator:
             "box": tf.TensorSpec((4,), tf.float32),
             "scale": tf.TensorSpec((2,), tf.float32),
             "extent": tf.TensorSpec((2,), tf.float32),
+            "prompt_seed": tf.TensorSpec((), tf.int64),
         }
         if self.embeddings is not None:
             signature["image_embeddings"] = self.embeddings.spec
@@ -145,8 +151,8 @@ def build_dataset(lesions, processor, config, *, batch_size=2, prompt="box", jit
     grid_per_model_px = mask_grid_of(config) / image_size_of(config)
     image_key = "image_embeddings" if embeddings is not None else "pixel_values"
 
-    def to_inputs(epoch, index, item):
-        seeds = tf.random.experimental.stateless_split(tf.stack([epoch, index]), 2)
+    def to_inputs(epoch, item):
+        seeds = tf.random.experimental.stateless_split(tf.stack([epoch, item["prompt_seed"]]), 2)
         inputs = {image_key: item[image_key]}
         if prompt in ("box", "box+points"):
             inputs["input_boxes"] = jitter_boxes(
@@ -164,10 +170,10 @@ def build_dataset(lesions, processor, config, *, batch_size=2, prompt="box", jit
     def one_epoch(epoch):
         """Epoch `epoch` (a Python int): its own shuffle and prompts, batched on its own."""
         epoch_seed = epoch * 1_000_003 + seed
-        data = samples.enumerate()
+        data = samples
         if shuffle:
             data = data.shuffle(count, seed=epoch_seed, reshuffle_each_iteration=False)
-        data = data.map(lambda index, item: to_inputs(epoch_seed, index, item),
+        data = data.map(lambda item: to_inputs(epoch_seed, item),
                         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return data.batch(batch_size)
 
@@ -179,12 +185,12 @@ def build_dataset(lesions, processor, config, *, batch_size=2, prompt="box", jit
     elif fixed_prompts:
         dataset = one_epoch(0)
     else:  # new order and prompts every time the dataset is iterated, reproducible from the seed
-        data = samples.enumerate()
+        data = samples
         if shuffle:
             data = data.shuffle(count, seed=seed, reshuffle_each_iteration=True)
         tokens = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
         data = tf.data.Dataset.zip((data, tokens)).map(
-            lambda indexed, token: to_inputs(token % 2**40, indexed[0], indexed[1]),
+            lambda item, token: to_inputs(token % 2**40, item),
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         dataset = data.batch(batch_size)
     return dataset.prefetch(tf.data.AUTOTUNE)
