@@ -119,6 +119,8 @@ BAD_INPUTS = [
     (["finetune", "--demo", "--val-split", "1.5", "--output", "{out}"], None, "--val-split must be in"),
     (["finetune", "--demo", "--freeze", "encoder", "--output", "{out}"], None, "--freeze encoder is not a component"),
     (["finetune", "--demo", "--data", "{data}", "--output", "{out}"], None, "--demo generates its own data"),
+    (["finetune", "--demo", "--precision", "mixed_bfloat16", "--no-embedding-cache", "--output", "{out}"],
+     None, "mixed_bfloat16 applies to the embedding cache"),
     (["finetune", "--demo", "--output", "{file}"], None, "is a file, not a folder"),
     (["finetune", "--data", "{data}", "--model", "{missing}", "--output", "{out}"], None, "does not exist"),
     (["finetune", "--data", "{data}", "--model", "facebook/sam-vit-nonexistent-offline",

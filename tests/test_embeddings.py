@@ -17,13 +17,14 @@ def lesions(phantom_dir):
     return read_lesions(find_records(phantom_dir)).lesions[:10]
 
 
-def fit_losses(lesions, embeddings=None, storage_dtype="float32", tmp=None):
+def fit_losses(lesions, embeddings=None, storage_dtype="float32", tmp=None, encoder_precision="float32"):
     config = tiny_sam_config()
     processor = processor_for_config(config)
     model = tiny_segmenter(seed=11)
     cache = None
     if embeddings:
-        cache = EmbeddingCache(model, tmp, storage_dtype=storage_dtype, preprocessing="p")
+        cache = EmbeddingCache(model, tmp, storage_dtype=storage_dtype, preprocessing="p",
+                               encoder_precision=encoder_precision)
         assert cache_embeddings(lesions, processor, cache, progress=False) == len(
             {lesion.image_key for lesion in lesions})
     dataset = build_dataset(lesions, processor, config, batch_size=5, seed=4, embeddings=cache)
@@ -48,6 +49,12 @@ def test_training_from_a_float16_cache_matches_within_half_precision(lesions, fr
     files = os.listdir(tmp_path)
     assert files and all(name.endswith(".npy") for name in files)  # no temporary left behind
     assert np.load(os.path.join(tmp_path, files[0])).dtype == np.float16
+
+
+def test_a_bfloat16_encoder_gives_finite_losses_close_to_float32(lesions, from_pixels, tmp_path):
+    losses, _, _ = fit_losses(lesions, embeddings=True, tmp=tmp_path, encoder_precision="bfloat16")
+    assert np.isfinite(losses).all()
+    np.testing.assert_allclose(losses, from_pixels, atol=0.02)
 
 
 def test_a_changed_encoder_or_image_never_reuses_an_entry(tmp_path):

@@ -118,6 +118,10 @@ def build_parser():
     finetune.add_argument("--jitter", type=float, default=20.0, help="box jitter in image pixels")
     finetune.add_argument("--no-embedding-cache", action="store_true",
                           help="recompute the frozen vision encoder every step (slow)")
+    finetune.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16"],
+                          help="mixed_bfloat16 computes the cached image embeddings under Keras's "
+                               "mixed-precision policy (faster on CPUs with bfloat16); the mask "
+                               "decoder and the loss stay float32")
     finetune.add_argument("--skip-bad-files", action="store_true",
                           help="warn about and leave out unreadable or inconsistent files")
     finetune.add_argument("--overwrite", action="store_true", help="replace a different run in --output")

@@ -28,7 +28,7 @@ RUN_FILE = "run.json"
 OVERLAY_SAMPLES = 8
 SETTINGS = ("demo", "data", "model", "layout", "mask_suffix", "epochs", "batch_size", "lr", "freeze",
             "prompt", "val_split", "test_split", "seed", "loss", "jitter", "no_embedding_cache",
-            "skip_bad_files")
+            "precision", "skip_bad_files")
 
 
 def resolve_settings(args):
@@ -59,6 +59,10 @@ def resolve_settings(args):
             "1 or more: nothing is left to train on")
     if settings["val_split"] == 0:
         raise UsageError("--val-split 0 leaves no validation lesions to choose the best checkpoint on")
+    if settings["precision"] == "mixed_bfloat16" and (
+            settings["no_embedding_cache"] or "vision_encoder" not in settings["freeze"].split(",")):
+        raise UsageError("--precision mixed_bfloat16 applies to the embedding cache: it needs the "
+                         "vision encoder frozen and no --no-embedding-cache")
     from keras_sam.segmenter import COMPONENTS
 
     freeze = [name for name in settings["freeze"].split(",") if name]
@@ -219,8 +223,13 @@ def _train(settings, output, data, plan):
 
     cache = None
     if not settings["no_embedding_cache"] and "vision_encoder" in model.freeze:
+        bfloat16 = settings["precision"] == "mixed_bfloat16"
+        if bfloat16:
+            print("Image embeddings are computed in bfloat16 (mixed precision); the mask decoder and "
+                  "the loss stay float32 (transformers' TFSamAttention fails under the policy).")
         cache = EmbeddingCache(model, os.path.join(output, "embedding-cache"),
-                               preprocessing=processor.image_processor.to_json_string())
+                               preprocessing=processor.image_processor.to_json_string(),
+                               encoder_precision="bfloat16" if bfloat16 else "float32")
         cache_embeddings(plan["lesion_set"].lesions, processor, cache)
 
     common = dict(batch_size=settings["batch_size"], prompt=settings["prompt"],
