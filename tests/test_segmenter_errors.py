@@ -107,5 +107,5 @@ def test_loading_errors_name_the_model_and_what_to_do(tmp_path, monkeypatch):
         raise OSError("We couldn't connect to 'https://huggingface.co' to load the files")
 
     monkeypatch.setattr(require_tf_sam(), "from_pretrained", offline)
-    with pytest.raises(ModelLoadError, match="could not download 'facebook/sam-vit-base'.*--demo"):
-        SamSegmenter.from_pretrained("facebook/sam-vit-base")
+    with pytest.raises(ModelLoadError, match="could not download 'example-org/sam-vit-base'.*--demo"):
+        SamSegmenter.from_pretrained("example-org/sam-vit-base")

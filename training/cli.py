@@ -26,40 +26,31 @@ class TrainingStopped(RuntimeError):
     """Training could not go on (e.g. a NaN loss); reported as one line with exit status 1."""
 
 
-def _positive_int(name):
+def _number(name, kind, valid, rule):
+    """An argparse type: `kind` ("whole number" or "number") that must satisfy `valid`."""
+    convert = int if kind == "whole number" else float
+
     def parse(text):
         try:
-            value = int(text)
+            value = convert(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a whole number; got {text!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be at least 1; got {value}")
+            raise argparse.ArgumentTypeError(f"{name} must be a {kind}; got {text!r}") from None
+        if not valid(value):
+            raise argparse.ArgumentTypeError(f"{name} must be {rule}; got {value}")
         return value
     return parse
+
+
+def _positive_int(name):
+    return _number(name, "whole number", lambda value: value >= 1, "at least 1")
 
 
 def _fraction(name):
-    def parse(text):
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a number; got {text!r}") from None
-        if not 0 <= value < 1:
-            raise argparse.ArgumentTypeError(f"{name} must be in [0, 1); got {value}")
-        return value
-    return parse
+    return _number(name, "number", lambda value: 0 <= value < 1, "in [0, 1)")
 
 
 def _positive_float(name):
-    def parse(text):
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{name} must be a number; got {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"{name} must be above 0; got {value}")
-        return value
-    return parse
+    return _number(name, "number", lambda value: value > 0, "above 0")
 
 
 def parse_box(text):

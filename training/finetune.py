@@ -20,8 +20,27 @@ import os
 import shutil
 import tempfile
 
+import tensorflow as tf
+import tf_keras as keras
+from tqdm.auto import tqdm
+
+from keras_sam import processor_for_config
+from keras_sam.callbacks import (MaskOverlayCallback, NonFiniteLossError, StopOnNonFiniteLoss,
+                                 pixels_to_image)
+from keras_sam.embeddings import EmbeddingCache
+from keras_sam.losses import get_loss
+from keras_sam.preprocessing import preprocess_image
+from keras_sam.segmenter import COMPONENTS
 from training.cli import (DEMO_EPOCHS, DEMO_LEARNING_RATE, DEFAULT_LEARNING_RATE, TrainingStopped,
                           UsageError)
+from training.datasets import DataError, find_records, load_image, read_lesions
+from training.evaluate import (best_and_worst_grid, evaluate_lesions, summarize, summary_table,
+                               write_json, write_lesion_csv)
+from training.models import load_segmenter
+from training.phantoms import write_busi_phantoms
+from training.pipeline import build_dataset, cache_embeddings, steps_per_epoch
+from training.resume import EpochBackup
+from training.splits import split_lesions, write_manifest
 
 DEFAULT_EPOCHS = 10
 RUN_FILE = "run.json"
@@ -63,7 +82,6 @@ def resolve_settings(args):
             settings["no_embedding_cache"] or "vision_encoder" not in settings["freeze"].split(",")):
         raise UsageError("--precision mixed_bfloat16 applies to the embedding cache: it needs the "
                          "vision encoder frozen and no --no-embedding-cache")
-    from keras_sam.segmenter import COMPONENTS
 
     freeze = [name for name in settings["freeze"].split(",") if name]
     unknown = [name for name in freeze if name not in COMPONENTS]
@@ -94,7 +112,6 @@ def prepare_output(output, settings, overwrite):
 
 def make_strategy(name):
     """The tf.distribute strategy for --strategy; created before any other TensorFlow work."""
-    import tensorflow as tf
 
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
@@ -129,8 +146,6 @@ def _run_finetune(args, settings):
     if state == "complete":
         with open(os.path.join(output, "metrics.json")) as handle:
             metrics = json.load(handle)
-        from training.evaluate import summary_table
-
         print(f"This run is already complete; its results are in {output}.\n")
         print(summary_table(metrics))
         return 0
@@ -142,8 +157,6 @@ def _run_finetune(args, settings):
     if settings["demo"]:
         data = os.path.join(output, "data")
         if state == "new":
-            from training.phantoms import write_busi_phantoms
-
             parent = os.path.dirname(output)
             os.makedirs(parent, exist_ok=True)
             staging = tempfile.mkdtemp(prefix=".keras-sam-demo-", dir=parent)
@@ -163,8 +176,6 @@ def _run_finetune(args, settings):
             shutil.rmtree(output, ignore_errors=True)
         raise
     if state == "new":
-        from training.evaluate import write_json
-
         os.makedirs(output, exist_ok=True)
         write_json(os.path.join(output, RUN_FILE), settings)
     else:
@@ -174,12 +185,6 @@ def _run_finetune(args, settings):
 
 def _plan(settings, data):
     """Reads and checks the data, splits it and loads the model."""
-    from tqdm.auto import tqdm
-
-    from training.datasets import find_records, read_lesions
-    from training.models import load_segmenter
-    from training.splits import split_lesions
-
     # The model first, so a bad --model fails before the data is read.
     model = load_segmenter(settings["model"], seed=settings["seed"],
                            freeze=[n for n in settings["freeze"].split(",") if n])
@@ -187,8 +192,6 @@ def _plan(settings, data):
     lesion_set = read_lesions(records, on_error="skip" if settings["skip_bad_files"] else "raise",
                               progress=lambda items: tqdm(items, desc="Checking data", unit="image"))
     if not lesion_set.lesions:
-        from training.datasets import DataError
-
         raise DataError(f"{data} has no lesions to train on (every mask is empty)")
     splits, warnings = split_lesions(lesion_set.lesions, settings["val_split"], settings["test_split"],
                                      settings["seed"])
@@ -198,21 +201,6 @@ def _plan(settings, data):
 
 
 def _train(settings, output, data, plan):
-    import tf_keras as keras
-
-    from keras_sam import processor_for_config
-    from keras_sam.callbacks import (MaskOverlayCallback, NonFiniteLossError, StopOnNonFiniteLoss,
-                                     pixels_to_image)
-    from keras_sam.embeddings import EmbeddingCache
-    from keras_sam.losses import get_loss
-    from keras_sam.preprocessing import preprocess_image
-    from training.datasets import load_image
-    from training.evaluate import (best_and_worst_grid, evaluate_lesions, summarize, summary_table,
-                                   write_json, write_lesion_csv)
-    from training.pipeline import build_dataset, cache_embeddings, steps_per_epoch
-    from training.resume import EpochBackup
-    from training.splits import write_manifest
-
     model, splits = plan["model"], plan["splits"]
     config = model.sam.config
     processor = processor_for_config(config)
@@ -310,8 +298,6 @@ def _train(settings, output, data, plan):
 
 
 def _summaries(rows):
-    from training.evaluate import summarize
-
     return {"finetuned": summarize(rows), "box_baseline": summarize(rows, prefix="box_")}
 
 
