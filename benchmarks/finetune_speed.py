@@ -80,7 +80,7 @@ def main(argv=None):
     seed_data = tf.data.Dataset.from_tensor_slices(
         ({"pixel_values": pixels, "input_boxes": boxes}, masks)).batch(batch)
 
-    seed_epochs = [float("nan")]
+    seed_epochs = None
     if not args.skip_seed:
         print("(a) tracing the seed step...", file=sys.stderr)
         model.fit(seed_data.take(1), epochs=1, verbose=0)
@@ -117,17 +117,21 @@ def main(argv=None):
         print("(c) timing cached epochs...", file=sys.stderr)
         cached_epochs = timed_fit(model, cached_dataset(), args.timed_epochs)
 
-    seed_epoch_s = statistics.median(seed_epochs)
+    seed_epoch_s = statistics.median(seed_epochs) if seed_epochs else None
     cached_epoch_s = statistics.median(cached_epochs)
+
+    def ratio(numerator, denominator):
+        return None if numerator is None or denominator is None else round(numerator / denominator, 3)
+
     result = {
         "images": args.images,
         "batch_size": batch,
         "jit_compile": args.jit_compile,
-        "seed_epoch_s": round(seed_epoch_s, 3),
+        "seed_epoch_s": None if seed_epoch_s is None else round(seed_epoch_s, 3),
         "first_epoch_s": round(first_epoch, 3),
         "cached_epoch_s": round(cached_epoch_s, 3),
-        "speedup": round(seed_epoch_s / cached_epoch_s, 1),
-        "first_epoch_ratio": round(first_epoch / seed_epoch_s, 3),
+        "speedup": ratio(seed_epoch_s, cached_epoch_s),
+        "first_epoch_ratio": ratio(first_epoch, seed_epoch_s),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "tensorflow": tf.__version__,
         "transformers": transformers.__version__,

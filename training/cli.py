@@ -14,6 +14,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 
 DEMO_EPOCHS = 50
 DEMO_LEARNING_RATE = 3e-3
+DEMO_JITTER = 10.0
+DEFAULT_JITTER = 20.0
 DEFAULT_LEARNING_RATE = 1e-5
 EXIT_USAGE = 2
 
@@ -106,7 +108,9 @@ def build_parser():
     finetune.add_argument("--test-split", type=_fraction("--test-split"), default=0.15)
     finetune.add_argument("--seed", type=int, default=0)
     finetune.add_argument("--loss", default="dice", choices=["dice", "dice+bce", "focal"])
-    finetune.add_argument("--jitter", type=float, default=20.0, help="box jitter in image pixels")
+    finetune.add_argument("--jitter", type=float, default=None,
+                          help="largest move of each box side, in image pixels (default 20; 10 for "
+                               "the demo's phantoms, about half BUSI's image size)")
     finetune.add_argument("--no-embedding-cache", action="store_true",
                           help="recompute the frozen vision encoder every step (slow)")
     finetune.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16"],

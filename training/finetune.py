@@ -31,8 +31,8 @@ from keras_sam.embeddings import EmbeddingCache
 from keras_sam.losses import get_loss
 from keras_sam.preprocessing import preprocess_image
 from keras_sam.segmenter import COMPONENTS
-from training.cli import (DEMO_EPOCHS, DEMO_LEARNING_RATE, DEFAULT_LEARNING_RATE, TrainingStopped,
-                          UsageError)
+from training.cli import (DEFAULT_JITTER, DEFAULT_LEARNING_RATE, DEMO_EPOCHS, DEMO_JITTER,
+                          DEMO_LEARNING_RATE, TrainingStopped, UsageError)
 from training.datasets import DataError, find_records, load_image, read_lesions
 from training.evaluate import (best_and_worst_grid, evaluate_lesions, summarize, summary_table,
                                write_json, write_lesion_csv)
@@ -70,6 +70,10 @@ def resolve_settings(args):
             raise UsageError(f"--data {args.data} is empty")
         settings["data"] = os.path.abspath(args.data)
         settings["epochs"] = settings["epochs"] or DEFAULT_EPOCHS
+    if settings["jitter"] is None:
+        settings["jitter"] = DEMO_JITTER if args.demo else DEFAULT_JITTER
+    if settings["jitter"] < 0:
+        raise UsageError(f"--jitter must be >= 0 pixels; got {settings['jitter']}")
     if settings["lr"] is None:
         settings["lr"] = DEMO_LEARNING_RATE if settings["model"] == "tiny" else DEFAULT_LEARNING_RATE
     if settings["val_split"] + settings["test_split"] >= 1:
@@ -238,7 +242,10 @@ def _train(settings, output, data, plan):
                   for name, dataset in evaluation.items()}
         write_json(before_path, before)
 
-    model.compile(optimizer=keras.optimizers.legacy.Adam(settings["lr"]), loss=get_loss(settings["loss"]))
+    # XLA pays off for the decoder-only step from cached embeddings (BENCHMARKS.md: 1.44x at
+    # sam-vit-base shapes); with the encoder in the step it is left off.
+    model.compile(optimizer=keras.optimizers.legacy.Adam(settings["lr"]), loss=get_loss(settings["loss"]),
+                  jit_compile=cache is not None)
     backup = EpochBackup(os.path.join(output, "backup"), model)
     initial_epoch = backup.restore()
     if initial_epoch:
