@@ -77,11 +77,11 @@ def test_a_changed_encoder_or_image_never_reuses_an_entry(tmp_path):
 def test_embed_dataset_swaps_pixels_for_embeddings_once():
     x, y = disks(6, seed=2)
     model = tiny_segmenter(seed=5)
-    cache = EmbeddingCache(model, None, storage_dtype="float32")
-    dataset = embed_dataset(tf.data.Dataset.from_tensor_slices((x, y)).batch(3), cache)
     calls = []
     encode = model.image_embeddings
     model.image_embeddings = lambda pixels: calls.append(len(pixels)) or encode(pixels)
+    cache = EmbeddingCache(model, None, storage_dtype="float32")
+    dataset = embed_dataset(tf.data.Dataset.from_tensor_slices((x, y)).batch(3), cache)
     for _ in range(2):
         for batch_x, _ in dataset:
             assert set(batch_x) == {"image_embeddings", "input_boxes"}

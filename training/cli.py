@@ -117,6 +117,9 @@ def build_parser():
                           help="mixed_bfloat16 computes the cached image embeddings under Keras's "
                                "mixed-precision policy (faster on CPUs with bfloat16); the mask "
                                "decoder and the loss stay float32")
+    finetune.add_argument("--jit-compile", default=None, action=argparse.BooleanOptionalAction,
+                          help="XLA for the decoder step from cached embeddings (default: on, but off "
+                               "for --model tiny, whose steps are too short to repay compiling)")
     finetune.add_argument("--skip-bad-files", action="store_true",
                           help="warn about and leave out unreadable or inconsistent files")
     finetune.add_argument("--overwrite", action="store_true", help="replace a different run in --output")
@@ -132,8 +135,10 @@ def build_parser():
     evaluate.add_argument("--mask-suffix", default="")
     evaluate.add_argument("--manifest", help="a split manifest; only its test split is evaluated")
     evaluate.add_argument("--batch-size", type=_positive_int("--batch-size"), default=4)
-    evaluate.add_argument("--seed", type=int, default=0)
-    evaluate.add_argument("--jitter", type=float, default=20.0)
+    evaluate.add_argument("--seed", type=int, default=None,
+                          help="prompt seed (default: the run's, read beside --manifest; else 0)")
+    evaluate.add_argument("--jitter", type=float, default=None,
+                          help="box jitter in image pixels (default: the run's, read beside --manifest; else 20)")
     evaluate.add_argument("--skip-bad-files", action="store_true")
 
     predict = commands.add_parser("predict", help="segment one image from boxes and/or points")

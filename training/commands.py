@@ -6,7 +6,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from training.cli import UsageError
+from training.cli import DEFAULT_JITTER, UsageError
 
 
 def run_evaluate(args):
@@ -34,10 +34,13 @@ def run_evaluate(args):
             raise UsageError(f"--manifest {args.manifest} is not a keras-sam split manifest ({error})")
     if not lesions:
         raise UsageError(f"no lesions to evaluate in {args.data}")
+    run = _run_settings_beside(args.manifest)
+    seed = args.seed if args.seed is not None else run.get("seed", 0)
+    jitter = args.jitter if args.jitter is not None else run.get("jitter", DEFAULT_JITTER)
     model = load_segmenter(args.model)
     processor = processor_for_config(model.sam.config)
     dataset = build_dataset(lesions, processor, model.sam.config, batch_size=args.batch_size,
-                            shuffle=False, fixed_prompts=True, seed=args.seed, jitter=args.jitter)
+                            shuffle=False, fixed_prompts=True, seed=seed, jitter=jitter)
     rows = evaluate_lesions(model, lesions, dataset, processor)
     os.makedirs(args.output, exist_ok=True)
     metrics = {"model": summarize(rows), "box_baseline": summarize(rows, prefix="box_"),
@@ -49,6 +52,15 @@ def run_evaluate(args):
           f"(prompt box alone: Dice {metrics['box_baseline']['dice']:.3f})")
     print(f"Results in {args.output}: metrics.json, lesions.csv, best_worst.png")
     return 0
+
+
+def _run_settings_beside(manifest):
+    """The settings of the finetune run that wrote `manifest` (its run.json), or {}."""
+    path = os.path.join(os.path.dirname(os.path.abspath(manifest)), "run.json") if manifest else None
+    if not path or not os.path.exists(path):
+        return {}
+    with open(path) as handle:
+        return json.load(handle)
 
 
 def prompt_rows(boxes, points, original_size, processor):

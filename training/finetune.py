@@ -47,7 +47,7 @@ RUN_FILE = "run.json"
 OVERLAY_SAMPLES = 8
 SETTINGS = ("demo", "data", "model", "layout", "mask_suffix", "epochs", "batch_size", "lr", "freeze",
             "prompt", "val_split", "test_split", "seed", "loss", "jitter", "no_embedding_cache",
-            "precision", "skip_bad_files")
+            "precision", "jit_compile", "skip_bad_files")
 
 
 def resolve_settings(args):
@@ -70,6 +70,8 @@ def resolve_settings(args):
             raise UsageError(f"--data {args.data} is empty")
         settings["data"] = os.path.abspath(args.data)
         settings["epochs"] = settings["epochs"] or DEFAULT_EPOCHS
+    if settings["jit_compile"] is None:
+        settings["jit_compile"] = settings["model"] != "tiny"
     if settings["jitter"] is None:
         settings["jitter"] = DEMO_JITTER if args.demo else DEFAULT_JITTER
     if settings["jitter"] < 0:
@@ -245,7 +247,7 @@ def _train(settings, output, data, plan):
     # XLA pays off for the decoder-only step from cached embeddings (BENCHMARKS.md: 1.44x at
     # sam-vit-base shapes); with the encoder in the step it is left off.
     model.compile(optimizer=keras.optimizers.legacy.Adam(settings["lr"]), loss=get_loss(settings["loss"]),
-                  jit_compile=cache is not None)
+                  jit_compile=bool(settings["jit_compile"] and cache is not None))
     backup = EpochBackup(os.path.join(output, "backup"), model)
     initial_epoch = backup.restore()
     if initial_epoch:
