@@ -39,6 +39,13 @@ def to_model_coordinates(coords, original_size, processor):
     return coords * np.tile(scale, coords.shape[-1] // 2)
 
 
+def to_image_coordinates(coords, original_size, processor):
+    """The inverse of `to_model_coordinates`: model-input pixels back to the image's own pixels."""
+    coords = np.asarray(coords, np.float32)
+    scale = model_scale(original_size, processor)
+    return coords / np.tile(scale, coords.shape[-1] // 2)
+
+
 def preprocess_image(image, processor):
     """Resizes, normalises and pads one image for the model.
 

@@ -10,7 +10,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from keras_sam.metrics import dice_per_sample, iou_per_sample
-from keras_sam.preprocessing import masks_at_image_size, model_scale
+from keras_sam.preprocessing import masks_at_image_size, to_image_coordinates
 from keras_sam.segmenter import best_mask_logits
 from keras_sam.visualization import render_overlay, tile
 from training.datasets import load_image, load_mask
@@ -50,17 +50,13 @@ def evaluate_lesions(model, lesions, dataset, processor, progress=True, descript
             row["dice"], row["iou"] = _scores(truth, mask)
             row["predicted_iou"] = float(predicted_iou[index])
             if boxes is not None:
-                box = _box_in_image(boxes[index], lesion.image_size, processor)
+                box = to_image_coordinates(boxes[index], lesion.image_size, processor)
                 row["box_dice"], row["box_iou"] = _scores(truth, _filled(box, lesion.image_size))
                 row["box"] = [round(float(v), 1) for v in box]
             rows.append(row)
             bar.update(1)
     bar.close()
     return rows
-
-
-def _box_in_image(box, image_size, processor):
-    return np.asarray(box, np.float32) / np.tile(model_scale(image_size, processor), 2)
 
 
 def _filled(box, image_size):

@@ -10,7 +10,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_sam.configs import image_size_of, mask_grid_of
-from keras_sam.preprocessing import model_scale, preprocess_image, preprocess_mask, resized_shape
+from keras_sam.preprocessing import (model_scale, preprocess_image, preprocess_mask, resized_shape,
+                                     to_model_coordinates)
 from keras_sam.prompts import jitter_boxes, sample_points
 from training.datasets import load_image, load_mask
 
@@ -52,7 +53,7 @@ class DataGenerator:
             height, width = resized_shape(lesion.image_size, self.processor)
             self._targets[index] = {
                 "labels": preprocess_mask(mask, self.processor).astype(np.uint8),
-                "box": (np.asarray(lesion.box, np.float32) * np.tile(scale, 2)).astype(np.float32),
+                "box": to_model_coordinates(lesion.box, lesion.image_size, self.processor),
                 "scale": scale,
                 "extent": np.array([width, height], np.float32),
                 "prompt_seed": np.int64(int(hashlib.sha1(
