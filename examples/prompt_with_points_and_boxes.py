@@ -11,15 +11,13 @@ import argparse
 import os
 import tempfile
 
-import numpy as np
+from transformers import TFSamModel
 
-from keras_sam import SamSegmenter, processor_for_config
-from keras_sam.preprocessing import masks_at_image_size, preprocess_image, to_model_coordinates
-from keras_sam.prompts import box_from_mask
+from keras_sam import SamSegmenter, tiny_sam_config
+from keras_sam.data import load_image, load_mask, write_busi_phantoms
+from keras_sam.geometry import box_from_mask
+from keras_sam.inference import segment_image
 from keras_sam.visualization import display_boxes_on_img, display_masks_on_img, display_points_on_img
-from training.datasets import load_image, load_mask
-from training.models import load_segmenter
-from training.phantoms import write_busi_phantoms
 
 
 def main():
@@ -28,33 +26,26 @@ def main():
     args = parser.parse_args()
     os.makedirs(args.output, exist_ok=True)
 
-    model: SamSegmenter = load_segmenter(os.environ.get("KERAS_SAM_MODEL", "tiny"))
-    processor = processor_for_config(model.sam.config)
+    # Three candidate masks per prompt, as SAM does by default.
+    name = os.environ.get("KERAS_SAM_MODEL")
+    if name:
+        model = SamSegmenter.from_pretrained(name, multimask_output=True)
+    else:
+        model = SamSegmenter(TFSamModel(tiny_sam_config()), multimask_output=True)
     data = write_busi_phantoms(tempfile.mkdtemp(), counts={"benign": 1}, seed=3, duplicates=0)
     image = load_image(os.path.join(data, "benign", "benign (1).png"))
-    height, width = image.shape[:2]
     # Prompts as a user would click them: a box around the lesion and a point at its centre.
     box = box_from_mask(load_mask(os.path.join(data, "benign", "benign (1)_mask.png"))).tolist()
-    point = [[(box[0] + box[2]) / 2, (box[1] + box[3]) / 2]]
-    display_points_on_img(image, point, [1]).savefig(os.path.join(args.output, "points.png"))
+    point = [(box[0] + box[2]) / 2, (box[1] + box[3]) / 2]
+    display_points_on_img(image, [point], [1]).savefig(os.path.join(args.output, "points.png"))
     display_boxes_on_img(image, [box]).savefig(os.path.join(args.output, "box.png"))
 
-    embedding = model.image_embeddings(preprocess_image(image, processor)[None])  # once per image
-    model.multimask_output = True  # three candidate masks per prompt, as SAM does by default
-    prompts = {
-        "points": {"input_points": to_model_coordinates([point], (height, width), processor),
-                   "input_labels": np.ones((1, 1), np.int32)},
-        "box": {"input_boxes": to_model_coordinates([box], (height, width), processor)},
-    }
-    for name, prompt in prompts.items():
-        output = model.segment({"image_embeddings": embedding, **prompt})
-        masks = masks_at_image_size(output.mask_logits[0], (height, width), processor)
-        scores = output.iou_scores.numpy()[0]
-        figure = display_masks_on_img(image, masks, scores,
-                                      boxes=box if name == "box" else None,
-                                      points=point if name == "points" else None)
+    for name, prompt in {"points": {"points": [point]}, "box": {"boxes": [box]}}.items():
+        result = segment_image(model, image, best=False, **prompt)  # all 3 masks, at image size
+        figure = display_masks_on_img(image, result.masks[0], result.scores[0],
+                                      boxes=prompt.get("boxes"), points=prompt.get("points"))
         figure.savefig(os.path.join(args.output, f"masks_from_{name}.png"))
-        print(f"{name}: IoU scores {[round(float(score), 3) for score in scores]}")
+        print(f"{name}: IoU scores {[round(float(score), 3) for score in result.scores[0]]}")
     print(f"Figures in {args.output}/")
 
 

@@ -1,22 +1,45 @@
-"""keras-sam: fine-tune Segment Anything (SAM) on medical images with tf-keras compile() and fit()."""
+"""keras-sam: fine-tune Segment Anything (SAM) on medical images with Keras compile() and fit().
 
-from keras_sam.configs import processor_for_config, sam_vit_base_config, tiny_sam_config
-from keras_sam.losses import DiceBCELoss, DiceLoss, FocalLoss
-from keras_sam.metrics import DiceScore, IoUScore
-from keras_sam.segmenter import SamSegmenter, SegmentationOutput, best_mask_logits
+The names below load on first use, so importing a part of keras-sam pulls in only what that part
+needs: `keras_sam.data` and `keras_sam.geometry` import no Keras at all. In a program that has
+already imported tf_keras, `import keras_sam` loads the tf-keras model family at once, which
+registers its classes for `tf_keras.models.load_model`.
+"""
+
+import importlib
+import sys
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "DiceBCELoss",
-    "DiceLoss",
-    "DiceScore",
-    "FocalLoss",
-    "IoUScore",
-    "SamSegmenter",
-    "SegmentationOutput",
-    "best_mask_logits",
-    "processor_for_config",
-    "sam_vit_base_config",
-    "tiny_sam_config",
-]
+_EXPORTS = {
+    "DiceBCELoss": "keras_sam.losses",
+    "DiceLoss": "keras_sam.losses",
+    "DiceScore": "keras_sam.metrics",
+    "FocalLoss": "keras_sam.losses",
+    "IoUScore": "keras_sam.metrics",
+    "SamSegmenter": "keras_sam.segmenter",
+    "SegmentationOutput": "keras_sam.segmenter",
+    "best_mask_logits": "keras_sam.segmenter",
+    "postprocess_masks": "keras_sam.postprocessing",
+    "processor_for_config": "keras_sam.configs",
+    "sam_vit_base_config": "keras_sam.configs",
+    "tiny_sam_config": "keras_sam.configs",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'keras_sam' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+if "tf_keras" in sys.modules:
+    importlib.import_module("keras_sam.segmenter")

@@ -1,4 +1,4 @@
-"""MaskOverlayCallback: every few epochs, draw what the model predicts on fixed samples into TensorBoard."""
+"""tf-keras callbacks: mask overlays in TensorBoard, the learning rate in the logs, a NaN guard."""
 
 import os
 
@@ -7,36 +7,48 @@ import tensorflow as tf
 import tf_keras as keras
 from PIL import Image
 
+from keras_sam.configs import processor_for_config
 from keras_sam.metrics import dice_per_sample
-from keras_sam.segmenter import best_mask_logits
+from keras_sam.postprocessing import postprocess_masks
+from keras_sam.preprocessing import pixels_to_image
 from keras_sam.visualization import render_overlay, tile
 
-# SAM's processor normalises with ImageNet's mean and standard deviation.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGE_INPUTS = ("pixel_values", "image_embeddings")
 
 
-def _take_samples(samples, max_samples):
-    """A list of (x, y) single samples from a list of pairs or a (batched) tf.data.Dataset."""
-    if isinstance(samples, tf.data.Dataset):
-        _, target_spec = samples.element_spec
-        if target_spec.shape.rank == 3:  # batched (B, G, G) targets
-            samples = samples.unbatch()
-        samples = [
-            ({key: value.numpy() for key, value in x.items()}, y.numpy())
-            for x, y in samples.take(max_samples)
-        ]
-    samples = list(samples)[:max_samples]
-    if not samples:
+def _as_numpy(value):
+    return value.numpy() if hasattr(value, "numpy") else np.asarray(value)
+
+
+def _single_samples(element):
+    """One (x, y[, w]) element of a dataset -> a list of unbatched (x, y) samples."""
+    x, y = element[0], element[1]
+    x = {key: _as_numpy(value) for key, value in x.items()}
+    y = _as_numpy(y)
+    image = next((x[key] for key in IMAGE_INPUTS if key in x), None)
+    if image is None or image.ndim == 3:  # already one sample
+        return [(x, y)]
+    return [({key: value[row] for key, value in x.items()}, y[row]) for row in range(len(image))]
+
+
+def take_samples(samples, max_samples):
+    """The first `max_samples` single (x, y) samples of anything `fit` takes as data.
+
+    Args:
+        samples: a list of (x, y) samples, or batches or samples from a tf.data.Dataset, a
+            keras.utils.Sequence, or any iterable of (x, y) or (x, y, sample_weight).
+        max_samples: how many to take.
+    """
+    if isinstance(samples, keras.utils.Sequence):
+        samples = (samples[index] for index in range(len(samples)))
+    taken = []
+    for element in samples:
+        taken.extend(_single_samples(element))
+        if len(taken) >= max_samples:
+            break
+    if not taken:
         raise ValueError("MaskOverlayCallback needs at least one (x, y) sample")
-    return samples
-
-
-def pixels_to_image(pixel_values, mean=IMAGENET_MEAN, std=IMAGENET_STD):
-    """Undoes SAM's normalisation: (3, S, S) pixel values -> (S, S, 3) uint8 image."""
-    image = np.transpose(np.asarray(pixel_values, np.float32), (1, 2, 0))
-    image = (image * np.asarray(std) + np.asarray(mean)) * 255.0
-    return image.clip(0, 255).astype(np.uint8)
+    return taken[:max_samples]
 
 
 class MaskOverlayCallback(keras.callbacks.Callback):
@@ -49,9 +61,12 @@ class MaskOverlayCallback(keras.callbacks.Callback):
     the predicted mask in blue, the true mask's outline in yellow, the prompt box in green, the
     points (green inside, red outside), and the sample's Dice and the model's predicted IoU.
 
+    Samples carrying `pixel_values` are drawn from their pixels; while the vision encoder is
+    frozen their image embeddings are computed once, so each epoch costs only the mask decoder.
+
     Args:
-        samples: a list of (x, y) single samples (x a dict of unbatched SamSegmenter inputs, y the
-            (G, G) mask), or a tf.data.Dataset, from which the first `max_samples` are taken.
+        samples: anything `fit` takes as data (tf.data.Dataset, keras.utils.Sequence, a generator
+            or a list of (x, y) samples, batched or not); the first `max_samples` samples are used.
         log_dir: the TensorBoard log directory (the one given to keras.callbacks.TensorBoard).
         every_n_epochs: write every n-th epoch.
         max_samples: how many samples to draw.
@@ -72,52 +87,63 @@ class MaskOverlayCallback(keras.callbacks.Callback):
         super().__init__()
         if every_n_epochs < 1:
             raise ValueError(f"every_n_epochs must be at least 1; got {every_n_epochs}")
-        self.samples = _take_samples(samples, max_samples)
-        if images is None:
-            if "pixel_values" not in self.samples[0][0]:
-                raise ValueError(
-                    "samples carry image_embeddings, not pixel_values: pass images= (the images "
-                    "in the model frame, one per sample) so the overlays have something to show"
-                )
-            images = [pixels_to_image(x["pixel_values"]) for x, _ in self.samples]
-        if len(images) < len(self.samples):
+        self.samples = take_samples(samples, max_samples)
+        if images is None and "pixel_values" not in self.samples[0][0]:
+            raise ValueError(
+                "samples carry image_embeddings, not pixel_values: pass images= (the images "
+                "in the model frame, one per sample) so the overlays have something to show"
+            )
+        if images is not None and len(images) < len(self.samples):
             raise ValueError(f"got {len(images)} images for {len(self.samples)} samples")
-        self.images = [np.asarray(image, np.uint8) for image in images[: len(self.samples)]]
+        self.images = None if images is None else [np.asarray(i, np.uint8) for i in images[: len(self.samples)]]
         self.log_dir = os.fspath(log_dir)
         self.run = run
         self.every_n_epochs = every_n_epochs
         self.png_dir = png_dir
         self.display_size = display_size
         self._writer = None
+        self._embeddings = None
 
     def _get_writer(self):
         if self._writer is None:  # created lazily, as Keras's TensorBoard callback does
             self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, self.run))
         return self._writer
 
+    def _inputs(self, model):
+        """The samples as one batch of model inputs (pixels swapped for embeddings when frozen)."""
+        inputs = {key: np.stack([x[key] for x, _ in self.samples]) for key in self.samples[0][0]}
+        if "pixel_values" in inputs and "vision_encoder" in getattr(model, "freeze", ()):
+            if self._embeddings is None:
+                self._embeddings = model.image_embeddings(inputs["pixel_values"]).numpy()
+            inputs["image_embeddings"] = self._embeddings
+            del inputs["pixel_values"]
+        return inputs
+
+    def _images(self, model):
+        if self.images is None:
+            processor = processor_for_config(model.sam.config)
+            self.images = [pixels_to_image(x["pixel_values"], processor) for x, _ in self.samples]
+        return self.images
+
     def render(self, model=None):
         """Predicts the samples and returns their overlays, a list of (D, D, 3) uint8 arrays."""
         model = model or self.model
-        inputs = {key: np.stack([x[key] for x, _ in self.samples]) for key in self.samples[0][0]}
-        truth = np.stack([y for _, y in self.samples]).astype(np.float32)
-        output = model.segment(inputs)
-        logits = best_mask_logits(output).numpy()
-        best_iou = tf.reduce_max(output.iou_scores, axis=1).numpy()
-        dice = dice_per_sample(truth, logits > 0).numpy()
+        truth = np.stack([np.reshape(y, y.shape[-2:]) for _, y in self.samples]).astype(np.float32)
+        result = postprocess_masks(model(self._inputs(model)))
+        dice = dice_per_sample(truth, result.masks).numpy()
         overlays = []
-        for index, (x, _) in enumerate(self.samples):
-            image = self.images[index]
+        for index, ((x, _), image) in enumerate(zip(self.samples, self._images(model))):
             side = self.display_size
             scale = side / image.shape[0]
             shown = np.asarray(Image.fromarray(image).resize((side, side), Image.BILINEAR))
             overlays.append(render_overlay(
                 shown,
-                predicted=_upsample(logits[index] > 0, side),
+                predicted=_upsample(result.masks[index], side),
                 truth=_upsample(truth[index] > 0.5, side),
                 box=None if "input_boxes" not in x else np.ravel(x["input_boxes"])[:4] * scale,
                 points=None if "input_points" not in x else np.reshape(x["input_points"], (-1, 2)) * scale,
                 labels=x.get("input_labels"),
-                text=f"Dice {dice[index]:.3f}  predicted IoU {best_iou[index]:.3f}",
+                text=f"Dice {dice[index]:.3f}  predicted IoU {result.scores[index]:.3f}",
             ))
         return overlays
 
@@ -145,6 +171,26 @@ class MaskOverlayCallback(keras.callbacks.Callback):
 def _upsample(mask, side):
     return np.asarray(Image.fromarray(np.asarray(mask, np.uint8) * 255).resize(
         (side, side), Image.NEAREST)) > 127
+
+
+def current_learning_rate(optimizer):
+    """The learning rate `optimizer` applies at its current step (a schedule evaluated there)."""
+    rate = optimizer.learning_rate
+    if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
+        rate = rate(optimizer.iterations)
+    return float(keras.backend.get_value(rate))
+
+
+class LearningRateLogger(keras.callbacks.Callback):
+    """Adds the optimizer's current learning rate to each epoch's logs as `learning_rate`.
+
+    Callbacks after it (TensorBoard as `epoch_learning_rate`, CSVLogger, History) record it.
+    `SamSegmenter.fit` puts one first in `callbacks` unless you pass your own.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = current_learning_rate(self.model.optimizer)
 
 
 class NonFiniteLossError(RuntimeError):

@@ -10,11 +10,13 @@ the data set's size and a killed run never leaves a half-written entry.
 import hashlib
 import json
 import os
-import tempfile
 
 import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
+
+from keras_sam.precision import bfloat16_vision_encoder
+from keras_sam.storage import atomic_file, content_key
 
 
 def encoder_fingerprint(model):
@@ -68,8 +70,6 @@ class EmbeddingCache:
         ).hexdigest()[:24]
         self._encode = model.image_embeddings
         if encoder_precision == "bfloat16":
-            from keras_sam.precision import bfloat16_vision_encoder
-
             self._encode = bfloat16_vision_encoder(model.sam)
         if self.directory:
             os.makedirs(self.directory, exist_ok=True)
@@ -116,15 +116,8 @@ class EmbeddingCache:
         if self.directory is None:
             self._memory[entry] = embedding
             return
-        handle, temporary = tempfile.mkstemp(suffix=".tmp", dir=self.directory)
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                np.save(stream, embedding)
-            os.replace(temporary, entry)
-        except BaseException:
-            if os.path.exists(temporary):
-                os.remove(temporary)
-            raise
+        with atomic_file(entry, "wb") as stream:
+            np.save(stream, embedding)
 
     def get(self, key):
         """The embedding of `key` as float32 (C, E, E); KeyError if it was never added."""
@@ -137,12 +130,6 @@ class EmbeddingCache:
             return np.load(entry).astype(np.float32)
         except FileNotFoundError:
             raise KeyError(f"no cached embedding for {key!r} in {self.directory}; call add() first") from None
-
-
-def pixel_key(pixel_values):
-    """Content key of preprocessed pixel values."""
-    pixels = np.ascontiguousarray(pixel_values)
-    return hashlib.sha1(pixels.tobytes() + str(pixels.shape).encode()).hexdigest()
 
 
 def embed_dataset(dataset, cache):
@@ -162,7 +149,7 @@ def embed_dataset(dataset, cache):
     """
 
     def lookup(pixels):
-        keys = [pixel_key(p) for p in pixels]
+        keys = [content_key(p) for p in pixels]
         by_key = dict(zip(keys, pixels))
         cache.add(keys, by_key.__getitem__, progress=False)
         return np.stack([cache.get(key) for key in keys])

@@ -1,28 +1,11 @@
-"""Prompts from masks: a lesion's box, its jittered versions, and points inside and outside it.
+"""Prompts drawn anew every epoch: a lesion's box jittered, points inside and outside its mask.
 
-`box_from_mask` works on NumPy masks at the image's resolution; `jitter_boxes` and `sample_points`
-are TensorFlow functions with explicit seeds, for use inside a tf.data pipeline after its cache,
-so every epoch draws new prompts.
+TensorFlow functions with explicit stateless seeds, for use inside a tf.data pipeline after its
+cache (tf.data feeds every Keras backend). A lesion's exact box comes from
+`keras_sam.geometry.box_from_mask`.
 """
 
-import numpy as np
 import tensorflow as tf
-
-
-def box_from_mask(mask):
-    """The tight box (x0, y0, x1, y1) around a mask's foreground, in pixel-edge coordinates.
-
-    Args:
-        mask: (H, W) boolean or 0/1 array.
-
-    Returns:
-        float32 array of 4, or None for an empty mask.
-    """
-    rows = np.flatnonzero(np.any(mask, axis=1))
-    cols = np.flatnonzero(np.any(mask, axis=0))
-    if rows.size == 0:
-        return None
-    return np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], np.float32)
 
 
 def jitter_boxes(boxes, max_shift, limits, seed):

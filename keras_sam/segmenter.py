@@ -1,28 +1,27 @@
 """SamSegmenter: a tf-keras model over transformers' TFSamModel that fine-tunes with compile() and fit()."""
 
 import collections
-import os
-import shutil
-import tempfile
 from collections.abc import Mapping
 
 import tensorflow as tf
 import tf_keras as keras
 from transformers import SamConfig
 
+from keras_sam.callbacks import LearningRateLogger
 from keras_sam.configs import mask_grid_of, processor_for_config
 from keras_sam.hub import load_tf_sam, require_tf_sam
 from keras_sam.keras_checks import reject_keras3
 from keras_sam.losses import DiceLoss
 from keras_sam.matmul_fix import patch_positional_embedding
 from keras_sam.metrics import DiceScore, IoUScore, iou_per_sample
+from keras_sam.storage import atomic_directory
 
 COMPONENTS = ("vision_encoder", "prompt_encoder", "mask_decoder", "iou_head")
 IMAGE_INPUTS = ("pixel_values", "image_embeddings")
 PROMPT_INPUTS = ("input_boxes", "input_points", "input_labels", "input_masks")
 
 SegmentationOutput = collections.namedtuple("SegmentationOutput", ["mask_logits", "iou_scores"])
-SegmentationOutput.__doc__ = """What SamSegmenter.segment returns.
+SegmentationOutput.__doc__ = """What SamSegmenter.segment returns: the model's output dict as a tuple.
 
 mask_logits: (B, M, H, W) low-resolution mask logits (M = 1, or 3 with multimask_output).
 iou_scores: (B, M) the model's own estimate of each mask's IoU with the object.
@@ -30,16 +29,19 @@ iou_scores: (B, M) the model's own estimate of each mask's IoU with the object.
 
 
 def best_mask_logits(output):
-    """The mask SAM would hand you for each sample: the one with the highest predicted IoU.
+    """In the graph: each sample's mask with the highest predicted IoU.
 
     Args:
-        output: a SegmentationOutput.
+        output: the model's output dict (or a SegmentationOutput).
 
     Returns:
-        (B, H, W) logits.
+        (B, H, W) logits. Outside the graph, `keras_sam.postprocessing.postprocess_masks` also
+        gives the score and the mask at the image's resolution.
     """
-    best = tf.argmax(output.iou_scores, axis=1, output_type=tf.int32)
-    return tf.gather(output.mask_logits, best, axis=1, batch_dims=1)
+    if not isinstance(output, Mapping):
+        output = output._asdict()
+    best = tf.argmax(output["iou_scores"], axis=1, output_type=tf.int32)
+    return tf.gather(output["mask_logits"], best, axis=1, batch_dims=1)
 
 
 class SamSegmenter(keras.Model):
@@ -55,19 +57,24 @@ class SamSegmenter(keras.Model):
       `input_masks` (B, H, W) or (B, 1, H, W) on the logits grid. Coordinates are in the padded
       model input's pixels, as the processor returns them.
 
-    Calling the model returns mask logits (B, M, H, W) on the low-resolution grid (256x256 for the
-    released models), M = 1, or 3 with `multimask_output`. `segment()` also returns IoU scores.
-    Targets for fit/evaluate are binary masks on that grid, (B, H, W) or (B, 1, H, W).
+    Calling the model (and `predict`) returns a dict: "mask_logits" (B, M, H, W) on the
+    low-resolution grid (256x256 for the released models), M = 1, or 3 with `multimask_output`,
+    and "iou_scores" (B, M), the model's estimate of each mask's IoU. `fit` trains exactly what
+    `call` returns. `keras_sam.postprocessing.postprocess_masks` turns it into the best mask per
+    row, at the image's resolution if asked. Targets for fit/evaluate are binary masks on that
+    grid, (B, H, W) or (B, 1, H, W).
 
     Args:
         sam: a transformers TFSamModel, built or not (its weights keep their own names either way,
             so `save_pretrained` writes what `TFSamModel.from_pretrained` reads back).
         freeze: components whose weights stay fixed in training, any of "vision_encoder",
-            "prompt_encoder", "mask_decoder" and "iou_head". Can be changed later via `.freeze`.
+            "prompt_encoder", "mask_decoder" and "iou_head". Can be changed later via `.freeze`,
+            even after compile().
         multimask_output: predict 3 masks per prompt; training then uses the best one per sample
-            (lowest loss, as in the SAM paper).
+            (lowest loss, as in the SAM paper). Can be changed later; the next step re-traces.
         iou_loss_weight: weight of the IoU head's loss, a mean-squared error between predicted and
             true IoU of each mask; 0 leaves the IoU head untrained (and out of the gradients).
+            Can be changed later; the next step re-traces.
 
     Example:
         >>> from transformers import TFSamModel
@@ -92,12 +99,33 @@ class SamSegmenter(keras.Model):
             # Build under the model's own name so the weights keep their checkpoint names.
             sam.build_in_name_scope()
         self.sam = patch_positional_embedding(sam)
-        self.multimask_output = bool(multimask_output)
-        self.iou_loss_weight = float(iou_loss_weight)
+        self._multimask_output = bool(multimask_output)
+        self._iou_loss_weight = float(iou_loss_weight)
         self.mask_grid = mask_grid_of(sam.config)
+        self._compile_arguments = None
         self.freeze = freeze
         self._iou_loss_tracker = keras.metrics.Mean(name="iou_head_loss")
         self.built = True
+
+    @property
+    def multimask_output(self):
+        """Whether each prompt gets 3 masks (SAM's default for ambiguous prompts) or 1."""
+        return self._multimask_output
+
+    @multimask_output.setter
+    def multimask_output(self, value):
+        self._multimask_output = bool(value)
+        self.train_function = self.test_function = self.predict_function = None  # re-trace
+
+    @property
+    def iou_loss_weight(self):
+        """Weight of the IoU head's mean-squared error in the training loss."""
+        return self._iou_loss_weight
+
+    @iou_loss_weight.setter
+    def iou_loss_weight(self, value):
+        self._iou_loss_weight = float(value)
+        self.train_function = self.test_function = self.predict_function = None  # re-trace
 
     # ----------------------------------------------------------------- loading and saving
     @classmethod
@@ -124,22 +152,9 @@ class SamSegmenter(keras.Model):
         back. The directory is written under a temporary name and renamed into place, so a failure
         never leaves a half-written model.
         """
-        save_directory = os.path.abspath(os.fspath(save_directory))
-        parent = os.path.dirname(save_directory)
-        os.makedirs(parent, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=".saving-", dir=parent)
-        try:
+        with atomic_directory(save_directory) as staging:
             self.sam.save_pretrained(staging)
             processor_for_config(self.sam.config).save_pretrained(staging)
-            if os.path.exists(save_directory):
-                retired = tempfile.mkdtemp(prefix=".replaced-", dir=parent)
-                os.rename(save_directory, os.path.join(retired, "old"))
-                os.rename(staging, save_directory)
-                shutil.rmtree(retired, ignore_errors=True)
-            else:
-                os.rename(staging, save_directory)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
 
     def get_config(self):
         return {
@@ -176,15 +191,10 @@ class SamSegmenter(keras.Model):
         if "iou_head" not in names and "mask_decoder" in names:
             self._component("iou_head").trainable = False
         self._frozen = names
-        # Keras restores the trainable state seen at compile() inside fit() and traced step
-        # functions captured the old variables: record the new state and trace anew.
-        self._record_trainable_state()
-        self.train_function = self.test_function = self.predict_function = None
-
-    @tf.__internal__.tracking.no_automatic_dependency_tracking
-    def _record_trainable_state(self):
-        if getattr(self, "_compiled_trainable_state", None) is not None:
-            self._compiled_trainable_state = self._get_trainable_state()
+        # Keras trains what was trainable at compile(), as for any model: compile again with the
+        # same arguments (the optimizer keeps its state) so the change takes effect.
+        if self._compile_arguments is not None:
+            self.compile(**self._compile_arguments)
 
     def _component(self, name):
         if name == "iou_head":
@@ -238,14 +248,14 @@ class SamSegmenter(keras.Model):
         return args
 
     @tf.autograph.experimental.do_not_convert
-    def segment(self, inputs, training=False):
+    def call(self, inputs, training=None):
         """Predicts masks and the model's estimate of their IoU.
 
         Args:
             inputs: the input dict (see the class docstring).
 
         Returns:
-            SegmentationOutput(mask_logits (B, M, H, W), iou_scores (B, M)).
+            {"mask_logits": (B, M, H, W), "iou_scores": (B, M)}.
         """
         # Not converted by autograph: TFSamModel's Python control flow is on static shapes only,
         # and converting transformers' code took most of a 20 s first step.
@@ -253,16 +263,21 @@ class SamSegmenter(keras.Model):
             **self._sam_arguments(inputs),
             multimask_output=self.multimask_output,
             return_dict=True,
-            training=training,
+            training=bool(training),
         )
         # TFSamModel's reshapes can lose the static mask count in graph mode: restore it.
         num_masks = 3 if self.multimask_output else 1
         logits = tf.reshape(output.pred_masks[:, 0], (-1, num_masks, self.mask_grid, self.mask_grid))
-        return SegmentationOutput(logits, tf.reshape(output.iou_scores[:, 0], (-1, num_masks)))
+        return {"mask_logits": logits, "iou_scores": tf.reshape(output.iou_scores[:, 0], (-1, num_masks))}
 
-    def call(self, inputs, training=None):
-        """Returns mask logits, (B, M, H, W)."""
-        return self.segment(inputs, training=bool(training)).mask_logits
+    def segment(self, inputs, training=False):
+        """`self(inputs)` as a SegmentationOutput(mask_logits, iou_scores) tuple."""
+        return SegmentationOutput(**self(inputs, training=training))
+
+    @property
+    def processor(self):
+        """The SamProcessor whose resizing and padding match this model's configuration."""
+        return processor_for_config(self.sam.config)
 
     def image_embeddings(self, pixel_values):
         """Runs the vision encoder: (B, 3, S, S) pixel values -> (B, C, E, E) image embeddings."""
@@ -292,10 +307,17 @@ class SamSegmenter(keras.Model):
             loss = DiceLoss()
         if isinstance(metrics, str) and metrics == "auto":
             metrics = [DiceScore(), IoUScore()]
+        self._compile_arguments = dict(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
 
     def fit(self, *args, **kwargs):
-        reject_keras3("SamSegmenter.fit", callbacks=kwargs.get("callbacks") or [])
+        """`keras.Model.fit`; the epoch logs also hold the optimizer's `learning_rate`."""
+        callbacks = kwargs.get("callbacks") or []
+        reject_keras3("SamSegmenter.fit", callbacks=callbacks)
+        if isinstance(callbacks, (list, tuple)) and not any(
+                isinstance(callback, LearningRateLogger) for callback in callbacks):
+            # First, so TensorBoard, CSVLogger and the rest see it in the same epoch's logs.
+            kwargs["callbacks"] = [LearningRateLogger(), *callbacks]
         return super().fit(*args, **kwargs)
 
     def evaluate(self, *args, **kwargs):
@@ -310,24 +332,16 @@ class SamSegmenter(keras.Model):
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
-            y_pred = self.segment(x, training=True)
+            y_pred = self(x, training=True)
             loss = self.compute_loss(x, y, y_pred, sample_weight)
         self.optimizer.minimize(loss, self.trainable_variables, tape=tape)
-        logs = self.compute_metrics(x, y, y_pred, sample_weight)
-        logs["learning_rate"] = self._current_learning_rate()
-        return logs
+        return self.compute_metrics(x, y, y_pred, sample_weight)
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        y_pred = self.segment(x, training=False)
+        y_pred = self(x, training=False)
         self.compute_loss(x, y, y_pred, sample_weight)
         return self.compute_metrics(x, y, y_pred, sample_weight)
-
-    def _current_learning_rate(self):
-        """The optimizer's learning rate now (schedules evaluated), logged for TensorBoard."""
-        if hasattr(self.optimizer, "_decayed_lr"):  # legacy optimizers
-            return self.optimizer._decayed_lr(tf.float32)
-        return tf.cast(self.optimizer.learning_rate, tf.float32)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None):
         """The compiled loss on the trained mask, plus the IoU head's mean-squared error.
@@ -336,7 +350,7 @@ class SamSegmenter(keras.Model):
         loss. The IoU head learns each mask's true IoU (of the mask thresholded at logit 0).
         """
         y = self._targets(y)
-        logits, iou_scores = y_pred
+        logits, iou_scores = y_pred["mask_logits"], y_pred["iou_scores"]
         if logits.shape[1] == 1:
             trained = logits[:, 0]
         else:

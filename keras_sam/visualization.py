@@ -2,17 +2,17 @@
 TensorBoard callback shares.
 
 The `display_*` functions draw on a given matplotlib Axes (or a new Figure) and return the Figure.
-Masks are expected at the image's own resolution: turn the model's low-resolution logits into such
-masks with `keras_sam.preprocessing.masks_at_image_size`.
+New figures are made without pyplot, so nothing here touches matplotlib's global state (its
+backend, its list of open figures): save them with `figure.savefig(path)`. Masks are expected at
+the image's own resolution: `keras_sam.postprocessing.postprocess_masks` makes them from the
+model's output.
 """
 
-import matplotlib
-
-matplotlib.use("Agg", force=False)
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from PIL import Image, ImageDraw
 
 MASK_COLOR = (30, 144, 255)
 TRUTH_COLOR = (255, 215, 0)
@@ -23,7 +23,7 @@ NEGATIVE_COLOR = (230, 30, 30)
 
 def _axes(ax):
     if ax is None:
-        figure, ax = plt.subplots(figsize=(5, 5))
+        ax = Figure(figsize=(5, 5)).subplots()
         ax.axis("off")
     return ax.figure, ax
 
@@ -42,8 +42,8 @@ def display_box(box, ax=None, color=BOX_COLOR):
     """Draws a box (x0, y0, x1, y1) in image pixels on `ax`."""
     figure, ax = _axes(ax)
     x0, y0, x1, y1 = [float(v) for v in box]
-    ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, edgecolor=np.asarray(color) / 255,
-                               facecolor="none", linewidth=2))
+    ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, edgecolor=np.asarray(color) / 255,
+                           facecolor="none", linewidth=2))
     return figure
 
 
@@ -72,7 +72,8 @@ def display_points_on_img(image, points, labels=None, ax=None, marker_size=200):
 def display_masks_on_img(image, masks, scores=None, boxes=None, points=None, labels=None):
     """A figure with one panel per mask (M, H, W) on the image, its IoU score in the title."""
     masks = np.asarray(masks, bool).reshape((-1,) + np.shape(image)[:2])
-    figure, axes = plt.subplots(1, len(masks), figsize=(5 * len(masks), 5), squeeze=False)
+    figure = Figure(figsize=(5 * len(masks), 5))
+    axes = figure.subplots(1, len(masks), squeeze=False)
     for index, (ax, mask) in enumerate(zip(axes[0], masks)):
         ax.imshow(image)
         display_mask(mask, ax)
@@ -91,11 +92,10 @@ def display_masks_on_img(image, masks, scores=None, boxes=None, points=None, lab
 
 
 def figure_to_array(figure):
-    """Renders a matplotlib Figure to an (H, W, 3) uint8 array and closes it."""
-    figure.canvas.draw()
-    array = np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
-    plt.close(figure)
-    return array
+    """Renders a matplotlib Figure to an (H, W, 3) uint8 array."""
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
 def _outline(mask):

@@ -48,7 +48,7 @@ def toy_data():
 @pytest.fixture(scope="session")
 def phantom_dir(tmp_path_factory):
     """A small BUSI-layout folder of phantoms (read-only for tests: copy it to change it)."""
-    from training.phantoms import write_busi_phantoms
+    from keras_sam.data import write_busi_phantoms
 
     root = tmp_path_factory.mktemp("busi") / "Dataset_BUSI_with_GT"
     return write_busi_phantoms(str(root), counts={"benign": 12, "malignant": 6, "normal": 3}, seed=0)

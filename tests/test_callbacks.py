@@ -17,7 +17,7 @@ from PIL import Image
 from conftest import tiny_segmenter
 from keras_sam import processor_for_config, tiny_sam_config
 from keras_sam.callbacks import MaskOverlayCallback
-from training import build_dataset, find_records, read_lesions
+from keras_sam.data import PromptOptions, build_dataset, find_records, read_lesions
 
 EPOCHS = 3
 
@@ -43,9 +43,9 @@ def fitted_run(phantom_dir, tmp_path_factory):
     config = tiny_sam_config()
     processor = processor_for_config(config)
     lesions = read_lesions(find_records(phantom_dir)).lesions
-    train = build_dataset(lesions[:8], processor, config, batch_size=4)
-    val = build_dataset(lesions[8:12], processor, config, batch_size=4, shuffle=False,
-                        fixed_prompts=True, prompt="box+points")
+    train = build_dataset(lesions[:8], processor, batch_size=4)
+    val = build_dataset(lesions[8:12], processor, batch_size=4, training=False,
+                        prompts=PromptOptions("box+points"))
     log_dir = str(tmp_path_factory.mktemp("run") / "logs")
     png_dir = os.path.join(os.path.dirname(log_dir), "overlays")
     overlay = MaskOverlayCallback(val, log_dir, max_samples=3, display_size=128, png_dir=png_dir)
@@ -68,7 +68,6 @@ def test_overlays_are_written_once_per_epoch_beside_the_validation_scalars(fitte
         assert [step for step, _ in events[tag]] == list(range(EPOCHS))
     assert decode_image(events["overlays/sample_0"][0][1]).shape == (128, 128, 3)
     assert decode_image(events["overlays/all"][0][1]).shape == (128, 3 * 128, 3)
-    assert overlay._writer is None  # closed when training ended
 
 
 def test_train_run_has_metrics_and_the_learning_rate(fitted_run):
@@ -79,17 +78,31 @@ def test_train_run_has_metrics_and_the_learning_rate(fitted_run):
     assert float(rate) == pytest.approx(1e-3)
 
 
-def test_overlay_pixels_differ_where_the_mask_is(fitted_run):
-    _, _, overlay, model = fitted_run
-    sample_x, _ = overlay.samples[0]
-    overlays = overlay.render(model)
-    logits = model.segment({k: v[None] for k, v in sample_x.items()}).mask_logits.numpy()[0, 0]
-    predicted = np.kron(logits > 0, np.ones((2, 2), bool))  # 64 -> 128 display
-    plain = np.asarray(Image.fromarray(overlay.images[0]).resize((128, 128), Image.BILINEAR))
-    changed = np.any(overlays[0] != plain, axis=-1)
-    if predicted.any():
-        assert changed[predicted].mean() > 0.9
-    assert changed.mean() < 0.9  # most of the image is still the image
+class LeftHalfModel:
+    """Stands in for a model: predicts the left half of the 64x64 grid for every input."""
+
+    freeze = ()
+
+    def __call__(self, inputs):
+        rows = len(inputs["input_boxes"])
+        logits = np.full((rows, 1, 64, 64), -5.0, np.float32)
+        logits[..., :32] = 5.0
+        return {"mask_logits": logits, "iou_scores": np.full((rows, 1), 0.75, np.float32)}
+
+
+def test_overlays_tint_the_predicted_mask_and_draw_the_box_where_they_are():
+    image = np.full((256, 256, 3), 100, np.uint8)
+    truth = np.zeros((64, 64), np.float32)
+    truth[:, :16] = 1
+    x = {"image_embeddings": np.zeros((32, 16, 16), np.float32),
+         "input_boxes": np.array([160, 160, 240, 240], np.float32)}  # model-input pixels
+    overlay = MaskOverlayCallback([(x, truth)], images=[image], display_size=128)
+    drawn = overlay.render(LeftHalfModel())[0]
+    changed = np.any(drawn != 100, axis=-1)
+    assert changed[20:, 40:60].all()  # inside the predicted left half (below the caption)
+    assert not changed[20:70, 70:].any()  # right of the mask, above the box
+    assert tuple(drawn[80, 100]) == (0, 255, 0)  # the box's top edge, at half the model's scale
+    assert tuple(drawn[100, 31]) == (255, 215, 0) or tuple(drawn[100, 32]) == (255, 215, 0)  # truth
 
 
 def test_png_overlays_are_saved_per_epoch(fitted_run):

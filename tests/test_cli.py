@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from transformers import TFSamModel
 
-from training.cli import main
+from keras_sam.app.cli import main
 
 
 @pytest.fixture(scope="module")

@@ -4,19 +4,18 @@ import tf_keras as keras
 
 from conftest import tiny_segmenter
 from keras_sam import processor_for_config, tiny_sam_config
-from training import DataGenerator, build_dataset, find_records, read_lesions
+from keras_sam.data import DataGenerator, PromptOptions, build_dataset, find_records, read_lesions
 
 
 @pytest.fixture(scope="module")
 def setup(phantom_dir):
-    config = tiny_sam_config()
-    return read_lesions(find_records(phantom_dir)).lesions, processor_for_config(config), config
+    return read_lesions(find_records(phantom_dir)).lesions, processor_for_config(tiny_sam_config())
 
 
 def test_generator_items_match_their_signature(setup):
-    lesions, processor, config = setup
+    lesions, processor = setup
     generator = DataGenerator(lesions, processor)
-    signature = generator.output_signature(config)
+    signature = generator.output_signature()
     item = generator[0]
     assert set(item) == set(signature)
     for key, spec in signature.items():
@@ -29,26 +28,49 @@ def test_generator_items_match_their_signature(setup):
     assert grid_box[1] - 1 <= rows.min() and rows.max() + 1 <= grid_box[3] + 1
 
 
+def boxes_by_lesion(dataset):
+    """{lesion id: box} over one pass of a dataset built with_ids."""
+    found = {}
+    for x, _ in dataset:
+        for lesion_id, box in zip(x["lesion_id"].numpy(), x["input_boxes"].numpy()):
+            found[lesion_id.decode()] = box
+    return found
+
+
 def test_boxes_are_jittered_anew_every_epoch_but_fixed_for_evaluation(setup):
-    lesions, processor, config = setup
-    train = build_dataset(lesions[:4], processor, config, batch_size=4, shuffle=False, seed=1)
-    first, second = [next(iter(train))[0]["input_boxes"].numpy() for _ in range(2)]
-    assert not np.allclose(first, second)
-    exact = np.stack([DataGenerator(lesions[:4], processor)[i]["box"] for i in range(4)])
-    scale = np.stack([DataGenerator(lesions[:4], processor)[i]["scale"] for i in range(4)])
-    assert np.all(np.abs(first - exact) <= 20 * np.tile(scale, 2) + 1e-4)
-    evaluation = build_dataset(lesions[:4], processor, config, batch_size=4, shuffle=False,
-                               fixed_prompts=True)
-    a, b = [next(iter(evaluation))[0]["input_boxes"].numpy() for _ in range(2)]
-    np.testing.assert_array_equal(a, b)
-    same_seed = build_dataset(lesions[:4], processor, config, batch_size=4, shuffle=False, seed=1)
-    np.testing.assert_array_equal(next(iter(same_seed))[0]["input_boxes"].numpy(), first)
+    lesions, processor = setup
+    train = build_dataset(lesions[:4], processor, batch_size=4, seed=1, with_ids=True)
+    first, second = boxes_by_lesion(train), boxes_by_lesion(train)
+    assert set(first) == {lesion.id for lesion in lesions[:4]}
+    assert not np.allclose([first[k] for k in first], [second[k] for k in first])
+    generator = DataGenerator(lesions[:4], processor)
+    for index, lesion in enumerate(lesions[:4]):
+        item = generator[index]
+        assert np.all(np.abs(first[lesion.id] - item["box"]) <= 20 * np.tile(item["scale"], 2) + 1e-4)
+    evaluation = build_dataset(lesions[:4], processor, batch_size=4, training=False, with_ids=True)
+    a, b = boxes_by_lesion(evaluation), boxes_by_lesion(evaluation)
+    assert list(a) == [lesion.id for lesion in lesions[:4]]  # the lesions' own order
+    np.testing.assert_array_equal(np.stack(list(a.values())), np.stack(list(b.values())))
+    same_seed = build_dataset(lesions[:4], processor, batch_size=4, seed=1, with_ids=True)
+    assert {k: v.tolist() for k, v in boxes_by_lesion(same_seed).items()} == {
+        k: v.tolist() for k, v in first.items()}
+
+
+def test_an_epoch_stream_replays_the_epochs_of_a_longer_one(setup):
+    lesions, processor = setup
+    def epochs(first, last):
+        dataset = build_dataset(lesions[:6], processor, batch_size=4, seed=2, epochs=(first, last),
+                                with_ids=True)
+        return [(x["lesion_id"].numpy().tolist(), x["input_boxes"].numpy().tolist()) for x, _ in dataset]
+    whole, resumed = epochs(0, 3), epochs(1, 3)
+    assert len(whole) == 3 * 2 and whole[2:] == resumed  # 6 lesions in batches of 4: 2 per epoch
+    assert whole[0][0] != whole[2][0] or whole[1][0] != whole[3][0]  # each epoch its own order
 
 
 def test_point_prompts_fall_inside_and_outside_the_lesion(setup):
-    lesions, processor, config = setup
-    dataset = build_dataset(lesions[:6], processor, config, batch_size=6, prompt="points",
-                            num_positive=4, num_negative=2, shuffle=False)
+    lesions, processor = setup
+    dataset = build_dataset(lesions[:6], processor, batch_size=6, training=False,
+                            prompts=PromptOptions("points", num_positive=4, num_negative=2))
     x, y = next(iter(dataset))
     assert set(x) == {"pixel_values", "input_points", "input_labels"}
     assert x["input_points"].shape == (6, 6, 2)
@@ -60,10 +82,10 @@ def test_point_prompts_fall_inside_and_outside_the_lesion(setup):
 
 
 def test_fit_trains_on_the_dataset_with_validation(setup):
-    lesions, processor, config = setup
-    train = build_dataset(lesions[:12], processor, config, batch_size=4, prompt="box+points")
-    val = build_dataset(lesions[12:16], processor, config, batch_size=4, shuffle=False,
-                        fixed_prompts=True, prompt="box+points")
+    lesions, processor = setup
+    both = PromptOptions("box+points")
+    train = build_dataset(lesions[:12], processor, batch_size=4, prompts=both)
+    val = build_dataset(lesions[12:16], processor, batch_size=4, training=False, prompts=both)
     model = tiny_segmenter()
     model.compile(optimizer=keras.optimizers.legacy.Adam(1e-3))
     history = model.fit(train, validation_data=val, epochs=2, verbose=0)
@@ -72,11 +94,19 @@ def test_fit_trains_on_the_dataset_with_validation(setup):
 
 
 @pytest.mark.parametrize(
-    "kwargs, message",
-    [({"prompt": "mask"}, "prompt must be one of box, points, box\\+points; got 'mask'"),
-     ({"batch_size": 0}, "batch_size must be at least 1; got 0")],
+    "make, message",
+    [(lambda: PromptOptions("mask"), "prompt kind must be one of box, points, box\\+points; got 'mask'"),
+     (lambda: PromptOptions(jitter=-1), "jitter must be >= 0 pixels; got -1"),
+     (lambda: PromptOptions(num_negative=-2), "num_negative=-2"),
+     (lambda: build_dataset([], None), "no lesions"),
+     ]
 )
-def test_bad_pipeline_arguments(setup, kwargs, message):
-    lesions, processor, config = setup
+def test_bad_pipeline_arguments(make, message):
     with pytest.raises(ValueError, match=message):
-        build_dataset(lesions, processor, config, **kwargs)
+        make()
+
+
+def test_a_batch_size_below_one_is_refused(setup):
+    lesions, processor = setup
+    with pytest.raises(ValueError, match="batch_size must be at least 1; got 0"):
+        build_dataset(lesions, processor, batch_size=0)

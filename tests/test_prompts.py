@@ -1,14 +1,7 @@
 import numpy as np
 import tensorflow as tf
 
-from keras_sam.prompts import box_from_mask, jitter_boxes, sample_points
-
-
-def test_box_from_mask_is_tight_and_none_when_empty():
-    mask = np.zeros((10, 12), bool)
-    mask[2:5, 3:9] = True
-    np.testing.assert_array_equal(box_from_mask(mask), [3, 2, 9, 5])
-    assert box_from_mask(np.zeros((4, 4))) is None
+from keras_sam.prompts import jitter_boxes, sample_points
 
 
 def test_jitter_stays_within_its_shift_and_the_image_and_depends_on_the_seed():

@@ -13,7 +13,7 @@ import pytest
 from transformers import TFSamModel
 
 from conftest import disks
-from training.cli import main
+from keras_sam.app.cli import main
 
 EPOCHS = 8
 
@@ -35,7 +35,7 @@ def epochs_logged(output):
 @pytest.mark.slow
 def test_a_killed_run_resumes_and_ends_like_an_uninterrupted_one(phantom_dir, tmp_path):
     killed = str(tmp_path / "killed")
-    command = [sys.executable, "-m", "training.cli", *settings(phantom_dir), "--output", killed]
+    command = [sys.executable, "-m", "keras_sam.app.cli", *settings(phantom_dir), "--output", killed]
     environment = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                env=environment)

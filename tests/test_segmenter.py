@@ -50,8 +50,9 @@ def test_evaluate_returns_loss_and_metrics(trained):
     result = model.evaluate(x, y, batch_size=8, verbose=0, return_dict=True)
     assert {"loss", "dice", "iou", "iou_head_loss"} <= set(result)
     assert 0.0 <= result["iou"] <= result["dice"] <= 1.0
-    logits = model.predict(x, batch_size=8, verbose=0)
-    assert logits.shape == (32, 1, 64, 64)
+    predicted = model.predict(x, batch_size=8, verbose=0)
+    logits = predicted["mask_logits"]
+    assert logits.shape == (32, 1, 64, 64) and predicted["iou_scores"].shape == (32, 1)
     manual = DiceScore()
     manual.update_state(y, logits[:, 0])
     assert result["dice"] == pytest.approx(float(manual.result()), abs=1e-5)
@@ -94,21 +95,44 @@ def test_predictions_from_image_embeddings_equal_those_from_pixels(trained):
     from_pixels = model.predict({k: v[:4] for k, v in x.items()}, verbose=0)
     from_cache = model.predict({"image_embeddings": embeddings.numpy(),
                                 "input_boxes": x["input_boxes"][:4]}, verbose=0)
-    np.testing.assert_allclose(from_cache, from_pixels, atol=1e-6)
+    for key in ("mask_logits", "iou_scores"):
+        np.testing.assert_allclose(from_cache[key], from_pixels[key], atol=1e-6)
 
 
-def test_segment_returns_iou_scores_and_compile_defaults(trained):
+def test_segment_is_call_as_a_tuple_and_compile_has_defaults(trained):
     model, _, _, (x, _) = trained
-    output = model.segment({k: v[:3] for k, v in x.items()})
+    inputs = {k: v[:3] for k, v in x.items()}
+    output = model.segment(inputs)
     assert output.mask_logits.shape == (3, 1, 64, 64)
     assert output.iou_scores.shape == (3, 1)
+    called = model(inputs)
+    np.testing.assert_array_equal(output.mask_logits, called["mask_logits"])
+    np.testing.assert_array_equal(output.iou_scores, called["iou_scores"])
     fresh = tiny_segmenter()
     fresh.compile()
     assert isinstance(fresh.loss, DiceLoss)
     assert float(fresh.optimizer.learning_rate) == pytest.approx(1e-5)
-    assert [m.name for m in fresh.compiled_metrics._user_metrics] == ["dice", "iou"]
+    assert [m["config"]["name"] for m in fresh.get_compile_config()["metrics"]] == ["dice", "iou"]
     fresh.compile(optimizer=keras.optimizers.SGD(0.1))
     assert isinstance(fresh.loss, DiceLoss)
+
+
+def test_fit_and_evaluate_use_what_a_subclass_call_returns(toy_data):
+    class Shifted(SamSegmenter):  # a user's model whose masks are its logits plus 5
+        def call(self, inputs, training=None):
+            outputs = super().call(inputs, training=training)
+            return {**outputs, "mask_logits": outputs["mask_logits"] + 5.0}
+
+    x, y = toy_data
+    keras.utils.set_random_seed(0)
+    model = Shifted(TFSamModel(tiny_sam_config()), iou_loss_weight=0.0)
+    model.compile()
+    shifted = model.predict(x, batch_size=8, verbose=0)["mask_logits"][:, 0]
+    unshifted = super(Shifted, model).call(x)["mask_logits"].numpy()[:, 0]
+    np.testing.assert_allclose(shifted, unshifted + 5.0, atol=1e-4)
+    loss = model.evaluate(x, y, batch_size=32, verbose=0, return_dict=True)["loss"]
+    assert loss == pytest.approx(float(DiceLoss()(y, shifted)), abs=1e-5)
+    assert abs(loss - float(DiceLoss()(y, unshifted))) > 0.01
 
 
 def test_multimask_training_uses_the_best_mask_and_trains_the_iou_head(toy_data):
@@ -116,9 +140,9 @@ def test_multimask_training_uses_the_best_mask_and_trains_the_iou_head(toy_data)
     model = tiny_segmenter(seed=3, multimask_output=True)
     model.compile(optimizer=keras.optimizers.legacy.Adam(1e-3), loss=FocalLoss())
     batch = ({k: v[:8] for k, v in x.items()}, y[:8])
-    output = model.segment(batch[0])
-    assert output.mask_logits.shape == (8, 3, 64, 64)
-    per_mask = np.stack([FocalLoss(reduction="none")(y[:8], output.mask_logits[:, m]).numpy()
+    output = model(batch[0])
+    assert output["mask_logits"].shape == (8, 3, 64, 64)
+    per_mask = np.stack([FocalLoss(reduction="none")(y[:8], output["mask_logits"][:, m]).numpy()
                          for m in range(3)], axis=1)
     loss = model.compute_loss(batch[0], batch[1], output)
     # The mask loss is the mean of each sample's lowest loss, not of any single mask's.

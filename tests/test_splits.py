@@ -2,8 +2,7 @@ import json
 
 import pytest
 
-from training.datasets import Lesion, find_records, read_lesions
-from training.splits import apply_manifest, split_lesions, write_manifest
+from keras_sam.data import Lesion, apply_manifest, find_records, read_lesions, split_lesions, write_manifest
 
 
 def fake_lesions(counts):

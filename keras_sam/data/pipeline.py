@@ -1,21 +1,57 @@
-"""From lesions to a tf.data pipeline SamSegmenter.fit trains on.
+"""From lesions to a tf.data pipeline that `fit` trains on (tf.data feeds every Keras backend).
 
     DataGenerator (one lesion -> SAM inputs, deterministic) ─► cache ─► shuffle (seeded by epoch)
         ─► prompts drawn anew every epoch (jittered box, points) ─► batch ─► prefetch
 """
 
+import dataclasses
 import hashlib
 
 import numpy as np
 import tensorflow as tf
 
-from keras_sam.configs import image_size_of, mask_grid_of
-from keras_sam.preprocessing import (model_scale, preprocess_image, preprocess_mask, resized_shape,
-                                     to_model_coordinates)
+from keras_sam.data.readers import load_image, load_mask
+from keras_sam.geometry import (grid_size, input_size, model_scale, resized_shape,
+                                to_model_coordinates)
+from keras_sam.preprocessing import preprocess_image, preprocess_mask
 from keras_sam.prompts import jitter_boxes, sample_points
-from training.datasets import load_image, load_mask
 
-PROMPTS = ("box", "points", "box+points")
+PROMPT_KINDS = ("box", "points", "box+points")
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptOptions:
+    """How prompts are drawn from each lesion's mask, anew every epoch.
+
+    Args:
+        kind: "box" (the lesion's box, jittered), "points" (points inside and outside the lesion)
+            or "box+points".
+        jitter: largest move of each box side, in the image's own pixels.
+        num_positive: points inside the lesion (label 1) for point prompts.
+        num_negative: points outside it (label 0).
+    """
+
+    kind: str = "box"
+    jitter: float = 20.0
+    num_positive: int = 3
+    num_negative: int = 1
+
+    def __post_init__(self):
+        if self.kind not in PROMPT_KINDS:
+            raise ValueError(f"prompt kind must be one of {', '.join(PROMPT_KINDS)}; got {self.kind!r}")
+        if self.jitter < 0:
+            raise ValueError(f"jitter must be >= 0 pixels; got {self.jitter}")
+        if self.num_positive < 0 or self.num_negative < 0:
+            raise ValueError(f"point counts must be >= 0; got num_positive={self.num_positive}, "
+                             f"num_negative={self.num_negative}")
+
+    @property
+    def boxes(self):
+        return self.kind in ("box", "box+points")
+
+    @property
+    def points(self):
+        return self.kind in ("points", "box+points")
 
 
 class DataGenerator:
@@ -27,10 +63,11 @@ class DataGenerator:
         box (4,) the lesion's tight box in model-input pixels;
         scale (2,) model-input pixels per image pixel along x and y;
         extent (2,) width and height of the resized image in model-input pixels;
-        prompt_seed () int64, from the lesion's content, so its prompts don't depend on its position.
+        prompt_seed () int64, from the lesion's content, so its prompts don't depend on its position;
+        lesion_id () string, the lesion's id (its mask file).
 
     Args:
-        lesions: training.datasets.Lesion records.
+        lesions: keras_sam.data.Lesion records.
         processor: the model's SamProcessor (keras_sam.processor_for_config).
         embeddings: optional keras_sam.embeddings.EmbeddingCache holding every lesion's image
             (see `cache_embeddings`), to read image embeddings instead of preprocessing pixels.
@@ -45,19 +82,24 @@ class DataGenerator:
     def __len__(self):
         return len(self.lesions)
 
+    @property
+    def image_key(self):
+        """The item key that holds the image: "image_embeddings" or "pixel_values"."""
+        return "image_embeddings" if self.embeddings is not None else "pixel_values"
+
     def _lesion_targets(self, index):
         if index not in self._targets:
             lesion = self.lesions[index]
             mask = load_mask(lesion.mask_path, lesion.image_size)
-            scale = model_scale(lesion.image_size, self.processor)
             height, width = resized_shape(lesion.image_size, self.processor)
             self._targets[index] = {
                 "labels": preprocess_mask(mask, self.processor).astype(np.uint8),
                 "box": to_model_coordinates(lesion.box, lesion.image_size, self.processor),
-                "scale": scale,
+                "scale": model_scale(lesion.image_size, self.processor),
                 "extent": np.array([width, height], np.float32),
                 "prompt_seed": np.int64(int(hashlib.sha1(
                     f"{lesion.image_key}{lesion.box}".encode()).hexdigest()[:15], 16)),
+                "lesion_id": np.array(lesion.id),
             }
         return self._targets[index]
 
@@ -75,15 +117,16 @@ class DataGenerator:
         for index in range(len(self)):
             yield self[index]
 
-    def output_signature(self, config):
+    def output_signature(self):
         """The tf.TensorSpec of each item, for tf.data.Dataset.from_generator."""
-        size, grid = image_size_of(config), mask_grid_of(config)
+        size, grid = input_size(self.processor), grid_size(self.processor)
         signature = {
             "labels": tf.TensorSpec((grid, grid), tf.float32),
             "box": tf.TensorSpec((4,), tf.float32),
             "scale": tf.TensorSpec((2,), tf.float32),
             "extent": tf.TensorSpec((2,), tf.float32),
             "prompt_seed": tf.TensorSpec((), tf.int64),
+            "lesion_id": tf.TensorSpec((), tf.string),
         }
         if self.embeddings is not None:
             signature["image_embeddings"] = self.embeddings.spec
@@ -105,70 +148,65 @@ def steps_per_epoch(lesions, batch_size):
     return -(-len(lesions) // batch_size)
 
 
-def build_dataset(lesions, processor, config, *, batch_size=2, prompt="box", jitter=20.0,
-                  num_positive=3, num_negative=1, shuffle=True, seed=0, fixed_prompts=False,
-                  cache="", embeddings=None, epochs=None):
+def build_dataset(lesions, processor, *, batch_size=2, prompts=PromptOptions(), training=True, seed=0,
+                  embeddings=None, epochs=None, with_ids=False):
     """A tf.data.Dataset of (inputs, masks) batches that SamSegmenter.fit accepts.
 
-    Shuffling and prompts depend only on (seed, epoch, sample): a resumed run replays exactly the
+    Shuffling and prompts depend only on (seed, epoch, lesion): a resumed run replays exactly the
     epochs an uninterrupted one would have seen.
 
     Args:
-        lesions: training.datasets.Lesion records.
-        processor: the SamProcessor matching `config`.
-        config: the model's SamConfig.
+        lesions: keras_sam.data.Lesion records.
+        processor: the model's SamProcessor (keras_sam.processor_for_config).
         batch_size: samples per batch.
-        prompt: "box", "points" or "box+points".
-        jitter: largest move of each box side, in pixels of the image's own scale.
-        num_positive, num_negative: points inside and outside the lesion for point prompts.
-        shuffle: shuffle every epoch (seeded).
+        prompts: a PromptOptions.
+        training: shuffle and draw new prompts every epoch (seeded); False keeps the lesions'
+            order and one fixed set of prompts (for validation and test).
         seed: seeds the shuffle and the prompts.
-        fixed_prompts: the same order and prompts every time (for validation and test).
-        cache: "" caches preprocessed samples in memory, a path caches them in that file, None
-            disables the cache. With `embeddings`, image embeddings are read from their own cache
-            and only the small per-lesion targets are kept in memory.
-        embeddings: optional keras_sam.embeddings.EmbeddingCache (train from image embeddings).
-        epochs: None for one epoch, drawn anew each time the dataset is iterated; or
-            (first, last) for one stream of epochs first..last-1, to fit with
+        embeddings: optional keras_sam.embeddings.EmbeddingCache holding every lesion's image
+            embedding: train from it instead of pixels (see `cache_embeddings`). Without it,
+            preprocessed samples are cached in memory after the first pass.
+        epochs: with `training`, None for one epoch drawn anew each time the dataset is iterated;
+            or (first, last) for one stream of epochs first..last-1, to fit with
             `initial_epoch=first, steps_per_epoch=steps_per_epoch(lesions, batch_size)`.
+        with_ids: add each sample's "lesion_id" (its Lesion.id, a string) to the inputs, to join
+            results to lesions; take it out before calling the model.
 
     Returns:
         tf.data.Dataset yielding ({"pixel_values" or "image_embeddings", "input_boxes" (B, 4)
         and/or "input_points" (B, N, 2) with "input_labels" (B, N)}, labels (B, G, G)).
     """
-    if prompt not in PROMPTS:
-        raise ValueError(f"prompt must be one of {', '.join(PROMPTS)}; got {prompt!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1; got {batch_size}")
     if not lesions:
         raise ValueError("no lesions to build a dataset from")
     generator = DataGenerator(lesions, processor, embeddings)
-    samples = tf.data.Dataset.from_generator(
-        generator, output_signature=generator.output_signature(config)
-    )
-    if cache is not None and embeddings is None:
-        samples = samples.cache(cache)
+    samples = tf.data.Dataset.from_generator(generator, output_signature=generator.output_signature())
+    if embeddings is None:
+        samples = samples.cache()
     count = len(generator)
-    grid_per_model_px = mask_grid_of(config) / image_size_of(config)
-    image_key = "image_embeddings" if embeddings is not None else "pixel_values"
+    grid_per_model_px = grid_size(processor) / input_size(processor)
+    image_key = generator.image_key
 
     def to_inputs(epoch, item):
         seeds = tf.random.experimental.stateless_split(tf.stack([epoch, item["prompt_seed"]]), 2)
         inputs = {image_key: item[image_key]}
-        if prompt in ("box", "box+points"):
+        if prompts.boxes:
             inputs["input_boxes"] = jitter_boxes(
-                item["box"], jitter * item["scale"], item["extent"], seeds[0]
+                item["box"], prompts.jitter * item["scale"], item["extent"], seeds[0]
             )
-        if prompt in ("points", "box+points"):
+        if prompts.points:
             points, labels = sample_points(
-                item["labels"], item["extent"] * grid_per_model_px, num_positive, num_negative,
-                seeds[1],
+                item["labels"], item["extent"] * grid_per_model_px, prompts.num_positive,
+                prompts.num_negative, seeds[1],
             )
             inputs["input_points"] = points / grid_per_model_px
             inputs["input_labels"] = labels
+        if with_ids:
+            inputs["lesion_id"] = item["lesion_id"]
         return inputs, item["labels"]
 
-    def one_epoch(epoch):
+    def one_epoch(epoch, shuffle):
         """Epoch `epoch` (a Python int): its own shuffle and prompts, batched on its own."""
         epoch_seed = epoch * 1_000_003 + seed
         data = samples
@@ -178,17 +216,15 @@ def build_dataset(lesions, processor, config, *, batch_size=2, prompt="box", jit
                         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         return data.batch(batch_size)
 
-    if epochs is not None:
+    if not training:
+        dataset = one_epoch(0, shuffle=False)
+    elif epochs is not None:
         first, last = epochs
-        dataset = one_epoch(first)
+        dataset = one_epoch(first, shuffle=True)
         for epoch in range(first + 1, last):
-            dataset = dataset.concatenate(one_epoch(epoch))
-    elif fixed_prompts:
-        dataset = one_epoch(0)
+            dataset = dataset.concatenate(one_epoch(epoch, shuffle=True))
     else:  # new order and prompts every time the dataset is iterated, reproducible from the seed
-        data = samples
-        if shuffle:
-            data = data.shuffle(count, seed=seed, reshuffle_each_iteration=True)
+        data = samples.shuffle(count, seed=seed, reshuffle_each_iteration=True)
         tokens = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
         data = tf.data.Dataset.zip((data, tokens)).map(
             lambda item, token: to_inputs(token % 2**40, item),

@@ -1,9 +1,10 @@
 """A deterministic train / validation / test split, stratified by class, that never lets the same
 image (same pixels, whatever its file name) sit in two splits; saved as a manifest."""
 
-import json
 import os
 import random
+
+from keras_sam.storage import write_json
 
 SPLITS = ("train", "val", "test")
 
@@ -15,7 +16,7 @@ def split_lesions(lesions, val=0.15, test=0.15, seed=0):
     ratio is above 0); a class with fewer goes to train first and is reported in `warnings`.
 
     Args:
-        lesions: Lesion records (training.datasets.Lesion).
+        lesions: Lesion records (keras_sam.data.Lesion).
         val, test: fractions of each class's images for validation and test.
         seed: the same seed gives the same split.
 
@@ -73,10 +74,7 @@ def write_manifest(path, splits, data_root, seed, val, test, warnings=()):
             for name in SPLITS
         },
     }
-    temporary = f"{path}.tmp"
-    with open(temporary, "w") as handle:
-        json.dump(manifest, handle, indent=2)
-    os.replace(temporary, path)
+    write_json(path, manifest)
     return manifest
 
 

@@ -12,20 +12,19 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the way
 
-DEMO_EPOCHS = 50
-DEMO_LEARNING_RATE = 3e-3
-DEMO_JITTER = 10.0
-DEFAULT_JITTER = 20.0
-DEFAULT_LEARNING_RATE = 1e-5
+import transformers  # noqa: E402
+
+from keras_sam.app.commands import run_evaluate, run_predict  # noqa: E402
+from keras_sam.app.errors import TrainingStopped, UsageError  # noqa: E402
+from keras_sam.app.finetune import run_finetune  # noqa: E402
+from keras_sam.app.settings import DEFAULT_JITTER, DEFAULT_PRESET, DEMO, MODEL_PRESETS  # noqa: E402
+from keras_sam.data import LAYOUTS, PROMPT_KINDS, DataError  # noqa: E402
+from keras_sam.hub import ModelLoadError  # noqa: E402
+from keras_sam.losses import LOSSES  # noqa: E402
+from keras_sam.segmenter import COMPONENTS  # noqa: E402
+
 EXIT_USAGE = 2
-
-
-class UsageError(ValueError):
-    """A bad command-line value; reported as one line on stderr with exit status 2."""
-
-
-class TrainingStopped(RuntimeError):
-    """Training could not go on (e.g. a NaN loss); reported as one line with exit status 1."""
+COMMANDS = {"finetune": run_finetune, "evaluate": run_evaluate, "predict": run_predict}
 
 
 def _number(name, kind, valid, rule):
@@ -89,28 +88,31 @@ def build_parser():
 
     finetune = commands.add_parser("finetune", help="fine-tune SAM's mask decoder on a folder of images")
     finetune.add_argument("--demo", action="store_true",
-                          help="generated breast-ultrasound phantoms and the tiny model, fully offline")
+                          help=f"generated breast-ultrasound phantoms and the {DEMO.model} model, "
+                               "fully offline")
     finetune.add_argument("--data", help="data folder (BUSI as downloaded, images/+labels/, or images/+masks/)")
     finetune.add_argument("--model", default=None,
-                          help="hub id (e.g. facebook/sam-vit-base), a saved model directory, or 'tiny'")
-    finetune.add_argument("--output", default=None, help="run directory (default: keras-sam-demo for --demo)")
-    finetune.add_argument("--layout", default="auto", choices=["auto", "busi", "images-labels", "folders"])
+                          help="hub id (e.g. facebook/sam-vit-base), a saved model directory, or "
+                               f"one of: {', '.join(MODEL_PRESETS)}")
+    finetune.add_argument("--output", default=None, help=f"run directory (default: {DEMO.output} for --demo)")
+    finetune.add_argument("--layout", default="auto", choices=["auto", *LAYOUTS])
     finetune.add_argument("--mask-suffix", default="", help="mask file stem suffix for --layout folders, e.g. _mask")
     finetune.add_argument("--epochs", type=_positive_int("--epochs"), default=None)
     finetune.add_argument("--batch-size", type=_positive_int("--batch-size"), default=4)
     finetune.add_argument("--lr", type=_positive_float("--lr"), default=None,
-                          help=f"learning rate (default {DEFAULT_LEARNING_RATE}; {DEMO_LEARNING_RATE} "
-                               "for the randomly initialised tiny model)")
+                          help=f"learning rate (default {DEFAULT_PRESET.learning_rate}; " + ", ".join(
+                              f"{preset.learning_rate} for {name}" for name, preset in MODEL_PRESETS.items())
+                          + ")")
     finetune.add_argument("--freeze", default="vision_encoder,prompt_encoder",
-                          help="comma-separated components to keep fixed")
-    finetune.add_argument("--prompt", default="box", choices=["box", "points", "box+points"])
+                          help=f"comma-separated components to keep fixed, among {', '.join(COMPONENTS)}")
+    finetune.add_argument("--prompt", default="box", choices=PROMPT_KINDS)
     finetune.add_argument("--val-split", type=_fraction("--val-split"), default=0.15)
     finetune.add_argument("--test-split", type=_fraction("--test-split"), default=0.15)
     finetune.add_argument("--seed", type=int, default=0)
-    finetune.add_argument("--loss", default="dice", choices=["dice", "dice+bce", "focal"])
+    finetune.add_argument("--loss", default="dice", choices=list(LOSSES))
     finetune.add_argument("--jitter", type=float, default=None,
-                          help="largest move of each box side, in image pixels (default 20; 10 for "
-                               "the demo's phantoms, about half BUSI's image size)")
+                          help=f"largest move of each box side, in image pixels (default {DEFAULT_JITTER:g}; "
+                               f"{DEMO.jitter:g} for the demo's phantoms, about half BUSI's image size)")
     finetune.add_argument("--no-embedding-cache", action="store_true",
                           help="recompute the frozen vision encoder every step (slow)")
     finetune.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16"],
@@ -119,7 +121,9 @@ def build_parser():
                                "decoder and the loss stay float32")
     finetune.add_argument("--jit-compile", default=None, action=argparse.BooleanOptionalAction,
                           help="XLA for the decoder step from cached embeddings (default: on, but off "
-                               "for --model tiny, whose steps are too short to repay compiling)")
+                               "for " + ", ".join(name for name, preset in MODEL_PRESETS.items()
+                                                  if not preset.jit_compile)
+                               + ", whose steps are too short to repay compiling)")
     finetune.add_argument("--skip-bad-files", action="store_true",
                           help="warn about and leave out unreadable or inconsistent files")
     finetune.add_argument("--overwrite", action="store_true", help="replace a different run in --output")
@@ -131,14 +135,15 @@ def build_parser():
     evaluate.add_argument("--model", required=True)
     evaluate.add_argument("--data", required=True)
     evaluate.add_argument("--output", required=True)
-    evaluate.add_argument("--layout", default="auto", choices=["auto", "busi", "images-labels", "folders"])
+    evaluate.add_argument("--layout", default="auto", choices=["auto", *LAYOUTS])
     evaluate.add_argument("--mask-suffix", default="")
     evaluate.add_argument("--manifest", help="a split manifest; only its test split is evaluated")
     evaluate.add_argument("--batch-size", type=_positive_int("--batch-size"), default=4)
     evaluate.add_argument("--seed", type=int, default=None,
                           help="prompt seed (default: the run's, read beside --manifest; else 0)")
     evaluate.add_argument("--jitter", type=float, default=None,
-                          help="box jitter in image pixels (default: the run's, read beside --manifest; else 20)")
+                          help="box jitter in image pixels (default: the run's, read beside --manifest; "
+                               f"else {DEFAULT_JITTER:g})")
     evaluate.add_argument("--skip-bad-files", action="store_true")
 
     predict = commands.add_parser("predict", help="segment one image from boxes and/or points")
@@ -149,31 +154,17 @@ def build_parser():
                          help="x0,y0,x1,y1 in image pixels; repeat for several objects")
     predict.add_argument("--point", action="append", type=parse_point, default=[],
                          help="x,y[,label] in image pixels; with boxes, added to each box's prompt")
+    for command in (parser, finetune, evaluate, predict):
+        command.error = _fail  # one line, exit status 2
     return parser
 
 
 def main(argv=None):
     """Entry point of the `keras-sam` console script."""
-    parser = build_parser()
-    parser.error = lambda message: _fail(message)  # one line, exit status 2
-    for action in parser._subparsers._group_actions[0].choices.values():
-        action.error = lambda message: _fail(message)
-    args = parser.parse_args(argv)
-    import transformers
-
+    args = build_parser().parse_args(argv)
     transformers.logging.set_verbosity_error()
-    from keras_sam.hub import ModelLoadError
-    from training.datasets import DataError
-
     try:
-        if args.command == "finetune":
-            from training.finetune import run_finetune
-            return run_finetune(args)
-        if args.command == "evaluate":
-            from training.commands import run_evaluate
-            return run_evaluate(args)
-        from training.commands import run_predict
-        return run_predict(args)
+        return COMMANDS[args.command](args)
     except (UsageError, DataError, ModelLoadError) as error:
         _fail(str(error))
     except TrainingStopped as error:

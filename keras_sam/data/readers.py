@@ -8,15 +8,16 @@ Layouts:
 """
 
 import dataclasses
-import hashlib
 import os
 import re
 import warnings
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+from tqdm.auto import tqdm
 
-from keras_sam.prompts import box_from_mask
+from keras_sam.geometry import box_from_mask
+from keras_sam.storage import content_key
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 BUSI_CLASSES = ("benign", "malignant", "normal")
@@ -47,6 +48,11 @@ class Lesion:
     image_key: str
     image_size: tuple  # (height, width)
     box: tuple  # (x0, y0, x1, y1) in image pixels
+
+    @property
+    def id(self):
+        """What names this lesion wherever results are joined to it: its mask file."""
+        return self.mask_path
 
 
 @dataclasses.dataclass
@@ -226,19 +232,14 @@ def load_mask(path, image_size=None):
     return mask
 
 
-def image_key(image):
-    """A content key for an image's pixels: identical images share it, whatever their file names."""
-    return hashlib.sha1(np.ascontiguousarray(image).tobytes() + str(image.shape).encode()).hexdigest()
-
-
-def read_lesions(records, on_error="raise", progress=None):
+def read_lesions(records, on_error="raise", progress=True):
     """Checks every file and turns records into lesions, one per non-empty mask file.
 
     Args:
         records: from `find_records`.
         on_error: "raise" stops at the first bad file; "skip" warns, leaves the image out and
             counts it.
-        progress: optional callable wrapping an iterable (e.g. tqdm) for a progress bar.
+        progress: show a progress bar.
 
     Returns:
         LesionSet.
@@ -246,11 +247,11 @@ def read_lesions(records, on_error="raise", progress=None):
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip'; got {on_error!r}")
     lesions, empty, skipped = [], [], []
-    for record in (progress(records) if progress else records):
+    for record in tqdm(records, desc="Checking data", unit="image", disable=not progress):
         try:
             image = load_image(record.image_path)
             size = image.shape[:2]
-            key = image_key(image)
+            key = content_key(image)
             found = []
             for mask_path in record.mask_paths:
                 box = _box_of(load_mask(mask_path, size))

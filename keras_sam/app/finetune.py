@@ -1,0 +1,238 @@
+"""`keras-sam finetune`: from a data folder to a fine-tuned model, its logs, overlays and metrics.
+
+The run in phases, each a function below:
+    settings ─► run folder (new, resume or complete) ─► model and data (read, checked, split)
+        ─► image embeddings cached ─► scores before fine-tuning ─► fit ─► save, score, report
+What the run folder holds and how a killed run resumes is `keras_sam.app.run_directory`'s.
+"""
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+
+import tensorflow as tf
+import tf_keras as keras
+
+from keras_sam.app.errors import TrainingStopped, UsageError
+from keras_sam.app.report import best_and_worst_grid, summary_table, write_lesion_csv
+from keras_sam.app.run_directory import COMPLETE, NEW, RunDirectory
+from keras_sam.app.settings import DEMO, load_segmenter, resolve
+from keras_sam.callbacks import MaskOverlayCallback, NonFiniteLossError, StopOnNonFiniteLoss
+from keras_sam.data import (DataError, PromptOptions, build_dataset, cache_embeddings, find_records,
+                            read_lesions, split_lesions, steps_per_epoch, write_busi_phantoms,
+                            write_manifest)
+from keras_sam.embeddings import EmbeddingCache
+from keras_sam.evaluation import evaluate_lesions, summarize
+from keras_sam.losses import get_loss
+from keras_sam.storage import atomic_directory, write_json
+
+OVERLAY_SAMPLES = 8
+EVALUATED_SPLITS = ("val", "test")
+
+
+@dataclasses.dataclass
+class Plan:
+    """The model and data a run trains on, once read and checked."""
+
+    model: object
+    lesion_set: object
+    splits: dict
+    warnings: list
+    data: str
+
+
+def run_finetune(args):
+    """Runs `keras-sam finetune` with parsed arguments; returns the exit status."""
+    settings, output = resolve(args)
+    strategy = make_strategy(args.strategy)
+    if args.strategy == "multiworker" and not _is_chief():
+        # Every worker trains; only the chief keeps what it writes.
+        output = os.path.join(tempfile.mkdtemp(prefix="keras-sam-worker-"), "run")
+    with strategy.scope():
+        return _finetune(settings, RunDirectory(output), args.overwrite)
+
+
+def make_strategy(name):
+    """The tf.distribute strategy for --strategy; created before any other TensorFlow work."""
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        if not os.environ.get("TF_CONFIG"):
+            raise UsageError("--strategy multiworker needs TF_CONFIG describing the cluster "
+                             "(see the README's 'Several machines' section)")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def _is_chief():
+    config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    task = config.get("task", {})
+    return task.get("type", "worker") in ("chief", "worker") and (
+        task.get("type") == "chief" or ("chief" not in config.get("cluster", {}) and task.get("index", 0) == 0))
+
+
+def _finetune(settings, run, overwrite):
+    state = run.prepare(settings, overwrite)
+    if state == COMPLETE:
+        with open(run.metrics) as handle:
+            metrics = json.load(handle)
+        print(f"This run is already complete; its results are in {run.path}.\n")
+        print(summary_table(metrics))
+        return 0
+    plan = _plan(settings, run, state)
+    if state == NEW:
+        run.start(settings)
+    else:
+        print(f"Resuming the run in {run.path}.")
+    write_manifest(run.manifest, plan.splits, plan.data, settings.seed, settings.val_split,
+                   settings.test_split, plan.warnings)
+    cache = _cache_embeddings(settings, run, plan)
+    evaluation = _evaluation_datasets(settings, plan, cache)
+    before = run.scores_before(lambda: {
+        name: _scores(plan, name, dataset, "before fine-tuning")[0] for name, dataset in evaluation.items()})
+    _fit(settings, run, plan, cache)
+    return _finish(settings, run, plan, evaluation, before)
+
+
+def _plan(settings, run, state):
+    """Reads and checks the data, splits it and loads the model; nothing is left behind on failure.
+
+    Everything that can fail on bad input happens before the run folder is created; the demo's
+    generated data is the only thing put there first, and removed again on failure.
+    """
+    created = False
+    data = settings.data
+    if settings.demo:
+        data = run.data
+        if state == NEW:
+            print("Generating breast-ultrasound phantoms (synthetic images, BUSI layout)...")
+            with atomic_directory(run.path) as staging:
+                write_busi_phantoms(os.path.join(staging, "data"), seed=settings.seed,
+                                    counts=dict(DEMO.phantoms))
+            created = True
+    try:
+        # The model first, so a bad --model fails before the data is read. Seeded, so a preset
+        # built with random weights is the same model every time.
+        keras.utils.set_random_seed(settings.seed)
+        model = load_segmenter(settings.model, freeze=settings.freeze)
+        lesion_set = read_lesions(find_records(data, settings.layout, settings.mask_suffix),
+                                  on_error="skip" if settings.skip_bad_files else "raise")
+        if not lesion_set.lesions:
+            raise DataError(f"{data} has no lesions to train on (every mask is empty)")
+        splits, warnings = split_lesions(lesion_set.lesions, settings.val_split, settings.test_split,
+                                         settings.seed)
+    except BaseException:
+        if created:
+            shutil.rmtree(run.path, ignore_errors=True)
+        raise
+    for warning in warnings:
+        print(f"note: {warning}")
+    return Plan(model, lesion_set, splits, warnings, data)
+
+
+def _cache_embeddings(settings, run, plan):
+    """The embedding cache, filled with every image's embedding (None without one)."""
+    if not settings.uses_embedding_cache:
+        return None
+    bfloat16 = settings.precision == "mixed_bfloat16"
+    if bfloat16:
+        print("Image embeddings are computed in bfloat16 (mixed precision); the mask decoder and "
+              "the loss stay float32 (transformers' TFSamAttention fails under the policy).")
+    processor = plan.model.processor
+    cache = EmbeddingCache(plan.model, run.embedding_cache,
+                           preprocessing=processor.image_processor.to_json_string(),
+                           encoder_precision="bfloat16" if bfloat16 else "float32")
+    cache_embeddings(plan.lesion_set.lesions, processor, cache)
+    return cache
+
+
+def _prompts(settings, kind=None):
+    return PromptOptions(kind or settings.prompt, jitter=settings.jitter)
+
+
+def _evaluation_datasets(settings, plan, cache):
+    """The val and test splits with fixed box prompts and lesion ids, for scoring."""
+    return {name: build_dataset(plan.splits[name], plan.model.processor, batch_size=settings.batch_size,
+                                prompts=_prompts(settings, "box"), training=False, seed=settings.seed,
+                                embeddings=cache, with_ids=True)
+            for name in EVALUATED_SPLITS if plan.splits[name]}
+
+
+def _scores(plan, name, dataset, when):
+    """Summaries of the model and of the prompt box on one split, with its lesions' rows and masks."""
+    rows, masks = evaluate_lesions(plan.model, plan.splits[name], dataset, plan.model.processor,
+                                   description=f"Scoring {name} {when}")
+    return {"finetuned": summarize(rows), "box_baseline": summarize(rows, prefix="box_")}, rows, masks
+
+
+def _fit(settings, run, plan, cache):
+    """Compiles and fits, resuming after the last completed epoch; keeps the best weights."""
+    model, splits = plan.model, plan.splits
+    processor = model.processor
+    # XLA pays off for the decoder-only step from cached embeddings (BENCHMARKS.md); with the
+    # encoder in the step it is left off.
+    model.compile(optimizer=keras.optimizers.legacy.Adam(settings.learning_rate),
+                  loss=get_loss(settings.loss), jit_compile=settings.jit_compile and cache is not None)
+    backup = run.backup(model)
+    initial_epoch = backup.restore()
+    if initial_epoch >= settings.epochs:
+        return
+    if initial_epoch:
+        print(f"Resuming after epoch {initial_epoch} of {settings.epochs}.")
+    common = dict(batch_size=settings.batch_size, prompts=_prompts(settings), seed=settings.seed)
+    train = build_dataset(splits["train"], processor, embeddings=cache,
+                          epochs=(initial_epoch, settings.epochs), **common)
+    validation = build_dataset(splits["val"], processor, embeddings=cache, training=False, **common)
+    overlay_samples = build_dataset(splits["val"][:OVERLAY_SAMPLES], processor, training=False, **common)
+    callbacks = [
+        StopOnNonFiniteLoss(),
+        keras.callbacks.TensorBoard(run.logs),
+        MaskOverlayCallback(overlay_samples, run.logs, max_samples=OVERLAY_SAMPLES,
+                            display_size=min(512, processor.image_processor.size["longest_edge"])),
+        keras.callbacks.ModelCheckpoint(run.best_weights, monitor="val_dice", mode="max",
+                                        save_best_only=True, save_weights_only=True,
+                                        initial_value_threshold=run.best_score_so_far()),
+        keras.callbacks.CSVLogger(run.history, append=True),
+        backup,  # last: an epoch counts as done once everything above has recorded it
+    ]
+    if settings.demo:
+        print("\nThe demo fine-tunes a tiny SAM whose weights start RANDOM, on synthetic phantoms:\n"
+              "its numbers show the machinery working, not a medical result.\n")
+    try:
+        model.fit(train, validation_data=validation, epochs=settings.epochs, initial_epoch=initial_epoch,
+                  callbacks=callbacks, verbose=1,
+                  steps_per_epoch=steps_per_epoch(splits["train"], settings.batch_size))
+    except NonFiniteLossError as error:
+        raise TrainingStopped(
+            f"{error}. The best weights so far are in {run.best_weights}; the run resumes from its "
+            "last good epoch if the same command is run again.") from error
+
+
+def _finish(settings, run, plan, evaluation, before):
+    """Restores the best weights, saves the model, scores it and writes the report."""
+    model = plan.model
+    if os.path.exists(run.best_weights + ".index"):
+        model.load_weights(run.best_weights)
+    model.save_pretrained(run.model)
+    metrics = {}
+    for name, dataset in evaluation.items():
+        after, rows, masks = _scores(plan, name, dataset, "after fine-tuning")
+        metrics[name] = {"finetuned": after["finetuned"], "before": before[name]["finetuned"],
+                         "box_baseline": after["box_baseline"]}
+        if name == "test":
+            write_lesion_csv(run.lesion_csv, rows)
+            best_and_worst_grid(run.grid, rows, masks)
+    counts = plan.lesion_set.counts()
+    counts["splits"] = {name: len(lesions) for name, lesions in plan.splits.items()}
+    metrics["counts"] = counts
+    write_json(run.metrics, metrics)
+
+    print("\n" + summary_table(metrics, tuple(name for name in EVALUATED_SPLITS if name in metrics)))
+    print(f"\nModel:    {run.model}")
+    print(f"Metrics:  {run.metrics}")
+    print(f"Logs:     tensorboard --logdir {run.logs}")
+    if settings.demo:
+        print("Reminder: the weights started random; these numbers show the machinery, not a medical result.")
+    return 0

@@ -1,0 +1,63 @@
+"""What a run or an evaluation leaves to read: the per-lesion CSV, the best/worst grid, the table."""
+
+import csv
+
+import numpy as np
+from PIL import Image
+
+from keras_sam.data.readers import load_image, load_mask
+from keras_sam.storage import atomic_file
+from keras_sam.visualization import render_overlay, tile
+
+CSV_COLUMNS = ["image", "mask", "label", "dice", "iou", "predicted_iou", "box_dice", "box_iou", "box"]
+
+
+def write_lesion_csv(path, rows):
+    """One line per lesion: paths, class, Dice and IoU of the model and of the prompt box."""
+    with atomic_file(path, newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def best_and_worst_grid(path, rows, masks, count=4, side=256):
+    """Saves a PNG: the `count` best cases on the top row, the `count` worst below, by Dice.
+
+    Args:
+        path: the PNG to write.
+        rows, masks: what `keras_sam.evaluation.evaluate_lesions` returned.
+    """
+    if not rows:
+        return
+    order = np.argsort([row["dice"] for row in rows])
+    chosen = list(order[::-1][:count]) + list(order[:count])
+    panels = []
+    for index in chosen:
+        row = rows[index]
+        image = load_image(row["image"])
+        truth = load_mask(row["mask"], image.shape[:2])
+        overlay = render_overlay(image, masks[row["id"]], truth, row.get("box"),
+                                 text=f"{row['label']} Dice {row['dice']:.3f}")
+        panels.append(_fit_square(overlay, side))
+    with atomic_file(path, "wb") as handle:
+        Image.fromarray(tile(panels, columns=min(count, len(panels)))).save(handle, format="PNG")
+
+
+def _fit_square(image, side):
+    picture = Image.fromarray(image)
+    picture.thumbnail((side, side))
+    canvas = Image.new("RGB", (side, side))
+    canvas.paste(picture, ((side - picture.width) // 2, (side - picture.height) // 2))
+    return np.asarray(canvas)
+
+
+def summary_table(metrics, splits=("val", "test")):
+    """The closing table: Dice and IoU of each metrics row for each split."""
+    lines = [f"{'':14}" + "".join(f"{split + ' dice':>12}{split + ' iou':>11}" for split in splits)]
+    for row in ("finetuned", "before", "box_baseline"):
+        if not all(row in metrics.get(split, {}) for split in splits):
+            continue
+        cells = "".join(f"{metrics[split][row]['dice']:12.3f}{metrics[split][row]['iou']:11.3f}"
+                        for split in splits)
+        lines.append(f"{row:14}{cells}")
+    return "\n".join(lines)
