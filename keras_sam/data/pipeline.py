@@ -1,7 +1,12 @@
 """From lesions to a tf.data pipeline that `fit` trains on (tf.data feeds every Keras backend).
 
-    DataGenerator (one lesion -> SAM inputs, deterministic) ─► cache ─► shuffle (seeded by epoch)
-        ─► prompts drawn anew every epoch (jittered box, points) ─► batch ─► prefetch
+    epochs ─► each epoch's order (a seeded shuffle of the lesions) ─► DataGenerator[lesion]
+        (its image or cached image embedding; its mask and box, kept in memory after the first
+        read) ─► prompts drawn anew every epoch (jittered box, points) ─► batch ─► prefetch
+
+Every random choice is stateless, from (seed, epoch, lesion): no global random state is read, so
+the same arguments give the same batches in any process, and a resumed run replays exactly the
+epochs an uninterrupted one would have seen.
 """
 
 import dataclasses
@@ -117,6 +122,20 @@ class DataGenerator:
         for index in range(len(self)):
             yield self[index]
 
+    def load(self, index):
+        """`self[index]` inside a tf.data pipeline: a tensor index in, a dict of tensors out."""
+        signature = self.output_signature()
+        keys = sorted(signature)
+
+        def read(position):
+            item = self[int(position)]
+            return [np.asarray(item[key], signature[key].dtype.as_numpy_dtype) for key in keys]
+
+        values = tf.numpy_function(read, [index], [signature[key].dtype for key in keys])
+        for value, key in zip(values, keys):
+            value.set_shape(signature[key].shape)
+        return dict(zip(keys, values))
+
     def output_signature(self):
         """The tf.TensorSpec of each item, for tf.data.Dataset.from_generator."""
         size, grid = input_size(self.processor), grid_size(self.processor)
@@ -164,8 +183,7 @@ def build_dataset(lesions, processor, *, batch_size=2, prompts=PromptOptions(), 
             order and one fixed set of prompts (for validation and test).
         seed: seeds the shuffle and the prompts.
         embeddings: optional keras_sam.embeddings.EmbeddingCache holding every lesion's image
-            embedding: train from it instead of pixels (see `cache_embeddings`). Without it,
-            preprocessed samples are cached in memory after the first pass.
+            embedding: train from it instead of pixels (see `cache_embeddings`).
         epochs: with `training`, None for one epoch drawn anew each time the dataset is iterated;
             or (first, last) for one stream of epochs first..last-1, to fit with
             `initial_epoch=first, steps_per_epoch=steps_per_epoch(lesions, batch_size)`.
@@ -181,15 +199,13 @@ def build_dataset(lesions, processor, *, batch_size=2, prompts=PromptOptions(), 
     if not lesions:
         raise ValueError("no lesions to build a dataset from")
     generator = DataGenerator(lesions, processor, embeddings)
-    samples = tf.data.Dataset.from_generator(generator, output_signature=generator.output_signature())
-    if embeddings is None:
-        samples = samples.cache()
     count = len(generator)
     grid_per_model_px = grid_size(processor) / input_size(processor)
     image_key = generator.image_key
 
-    def to_inputs(epoch, item):
-        seeds = tf.random.experimental.stateless_split(tf.stack([epoch, item["prompt_seed"]]), 2)
+    def to_inputs(epoch_seed, index):
+        item = generator.load(index)
+        seeds = tf.random.experimental.stateless_split(tf.stack([epoch_seed, item["prompt_seed"]]), 2)
         inputs = {image_key: item[image_key]}
         if prompts.boxes:
             inputs["input_boxes"] = jitter_boxes(
@@ -206,28 +222,29 @@ def build_dataset(lesions, processor, *, batch_size=2, prompts=PromptOptions(), 
             inputs["lesion_id"] = item["lesion_id"]
         return inputs, item["labels"]
 
-    def one_epoch(epoch, shuffle):
-        """Epoch `epoch` (a Python int): its own shuffle and prompts, batched on its own."""
-        epoch_seed = epoch * 1_000_003 + seed
-        data = samples
+    def one_epoch(epoch_seed, shuffle):
+        """One epoch's batches: its own order and prompts, from an int64 scalar seed."""
+        order = tf.range(count, dtype=tf.int64)
         if shuffle:
-            data = data.shuffle(count, seed=epoch_seed, reshuffle_each_iteration=False)
-        data = data.map(lambda item: to_inputs(epoch_seed, item),
-                        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        return data.batch(batch_size)
+            keys = tf.random.stateless_uniform([count], seed=tf.stack([epoch_seed, _ORDER_SALT]))
+            order = tf.gather(order, tf.argsort(keys))
+        return (tf.data.Dataset.from_tensor_slices(order)
+                .map(lambda index: to_inputs(epoch_seed, index),
+                     num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+                .batch(batch_size))
+
+    def epoch_seed(epoch):
+        return tf.cast(epoch, tf.int64) * 1_000_003 + seed
 
     if not training:
-        dataset = one_epoch(0, shuffle=False)
+        dataset = one_epoch(epoch_seed(0), shuffle=False)
     elif epochs is not None:
-        first, last = epochs
-        dataset = one_epoch(first, shuffle=True)
-        for epoch in range(first + 1, last):
-            dataset = dataset.concatenate(one_epoch(epoch, shuffle=True))
-    else:  # new order and prompts every time the dataset is iterated, reproducible from the seed
-        data = samples.shuffle(count, seed=seed, reshuffle_each_iteration=True)
-        tokens = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-        data = tf.data.Dataset.zip((data, tokens)).map(
-            lambda item, token: to_inputs(token % 2**40, item),
-            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        dataset = data.batch(batch_size)
+        dataset = tf.data.Dataset.range(*epochs).flat_map(
+            lambda epoch: one_epoch(epoch_seed(epoch), shuffle=True))
+    else:  # a new epoch every time the dataset is iterated, reproducible from the seed
+        dataset = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1).flat_map(
+            lambda token: one_epoch(token % 2**40, shuffle=True))
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+_ORDER_SALT = 0x5EED  # keeps an epoch's order independent of its prompts, drawn from the same seed
