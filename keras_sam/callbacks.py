@@ -1,6 +1,7 @@
 """tf-keras callbacks: mask overlays in TensorBoard, the learning rate in the logs, a NaN guard."""
 
 import os
+from collections.abc import Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -40,7 +41,10 @@ def take_samples(samples, max_samples):
         max_samples: how many to take.
     """
     if isinstance(samples, keras.utils.Sequence):
-        samples = (samples[index] for index in range(len(samples)))
+        sequence = samples
+        samples = (sequence[index] for index in range(len(sequence)))
+    elif isinstance(samples, tuple) and isinstance(samples[0], Mapping):
+        samples = [samples]  # (x, y) arrays, as fit(x, y) takes them
     taken = []
     for element in samples:
         taken.extend(_single_samples(element))
@@ -65,8 +69,9 @@ class MaskOverlayCallback(keras.callbacks.Callback):
     frozen their image embeddings are computed once, so each epoch costs only the mask decoder.
 
     Args:
-        samples: anything `fit` takes as data (tf.data.Dataset, keras.utils.Sequence, a generator
-            or a list of (x, y) samples, batched or not); the first `max_samples` samples are used.
+        samples: anything `fit` takes as data (tf.data.Dataset, keras.utils.Sequence, a generator,
+            (x, y) arrays, or a list of (x, y) samples; batched or not, targets (H, W) or
+            (1, H, W) per sample); the first `max_samples` samples are used.
         log_dir: the TensorBoard log directory (the one given to keras.callbacks.TensorBoard).
         every_n_epochs: write every n-th epoch.
         max_samples: how many samples to draw.
@@ -130,7 +135,7 @@ class MaskOverlayCallback(keras.callbacks.Callback):
         model = model or self.model
         truth = np.stack([np.reshape(y, y.shape[-2:]) for _, y in self.samples]).astype(np.float32)
         result = postprocess_masks(model(self._inputs(model)))
-        dice = dice_per_sample(truth, result.masks).numpy()
+        dice = dice_per_sample(truth, result.masks)
         overlays = []
         for index, ((x, _), image) in enumerate(zip(self.samples, self._images(model))):
             side = self.display_size

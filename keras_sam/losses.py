@@ -1,77 +1,67 @@
-"""Segmentation losses on mask logits: Dice (as MONAI defines it), Dice + BCE, and focal.
+"""Segmentation losses on mask logits for tf-keras: Dice (as MONAI defines it), Dice + BCE, focal.
 
-The arithmetic lives in `dice_loss_per_sample` and `focal_loss_per_sample`; the Keras classes are thin
-wrappers that add the options, serialisation and Keras's reduction (a mean over the batch, so the
-loss never depends on a global batch size).
+The arithmetic is `keras_sam.objectives`'; these classes add the options, serialisation and
+Keras's reduction (a mean over the batch, so the loss never depends on a global batch size).
+
+`sample_weight` may be per sample, (B,), or per pixel, the targets' shape ((B, H, W) or
+(B, 1, H, W)): per-pixel weights weight each sample's sums (Dice) or means (BCE, focal), and the
+sample counts by its mean weight.
 """
 
 import tensorflow as tf
+import tensorflow.experimental.numpy as tnp
 import tf_keras as keras
 
-
-def _flatten_per_sample(tensor):
-    """(B, ...) -> (B, N)."""
-    tensor = tf.convert_to_tensor(tensor)
-    return tf.reshape(tensor, (tf.shape(tensor)[0], -1))
+from keras_sam import objectives
 
 
-def dice_loss_per_sample(
-    y_true, probs, *, squared_pred=False, jaccard=False, smooth_nr=1e-5, smooth_dr=1e-5, batch=False
-):
-    """Soft Dice loss of each sample, as MONAI's DiceLoss computes it.
-
-    `1 - (2 * |X∩Y| + smooth_nr) / (|X| + |Y| + smooth_dr)` (Milletari et al. 2016, V-Net), with
-    `|X|` the sum of probabilities (of their squares if `squared_pred`). With `jaccard`, the
-    denominator becomes `2 * (|X| + |Y| - |X∩Y|)`.
-
-    Args:
-        y_true: binary masks, shape (B, ...).
-        probs: predicted probabilities, same shape.
-        batch: sum over the whole batch before dividing (one value, repeated for each sample).
+def per_sample_arrays(y_true, y_pred, sample_weight=None):
+    """Targets, predictions and weights flattened per sample, (B, N) float32.
 
     Returns:
-        Shape (B,) float32.
+        (y_true, y_pred, pixel_weights or None, sample_weights or None): per-pixel weights come
+        back scaled to mean 1 per sample, with their means as the sample weights.
     """
-    y_true = tf.cast(_flatten_per_sample(y_true), tf.float32)
-    probs = tf.cast(_flatten_per_sample(probs), tf.float32)
-    intersection = tf.reduce_sum(y_true * probs, axis=1)
-    ground = tf.reduce_sum(y_true * y_true if squared_pred else y_true, axis=1)
-    predicted = tf.reduce_sum(probs * probs if squared_pred else probs, axis=1)
-    if batch:
-        intersection = tf.reduce_sum(intersection, keepdims=True)
-        ground = tf.reduce_sum(ground, keepdims=True)
-        predicted = tf.reduce_sum(predicted, keepdims=True)
-    denominator = ground + predicted
-    if jaccard:
-        denominator = 2.0 * (denominator - intersection)
-    loss = 1.0 - (2.0 * intersection + smooth_nr) / (denominator + smooth_dr)
-    return tf.broadcast_to(loss, tf.shape(y_true)[:1])
+    y_true = tf.cast(tf.convert_to_tensor(y_true), tf.float32)
+    size = y_true.shape[1:].num_elements()
+    if size is None:  # a shape only known when the batch arrives
+        size = tf.reduce_prod(tf.shape(y_true)[1:])
+    y_true = objectives.flatten(tnp, y_true, size)
+    y_pred = objectives.flatten(tnp, tf.cast(y_pred, tf.float32), size)
+    if sample_weight is None:
+        return y_true, y_pred, None, None
+    sample_weight = tf.cast(tf.convert_to_tensor(sample_weight), tf.float32)
+    if sample_weight.shape.rank is not None and (
+            sample_weight.shape.rank <= 1 or sample_weight.shape[1:].num_elements() == 1):
+        return y_true, y_pred, None, tf.reshape(sample_weight, (-1,))
+    pixels, samples = objectives.split_pixel_weights(tnp, objectives.flatten(tnp, sample_weight, size))
+    return y_true, y_pred, pixels, samples
 
 
-def focal_loss_per_sample(y_true, logits, *, alpha=0.25, gamma=2.0):
-    """Sigmoid focal loss (Lin et al. 2017) averaged over the pixels of each sample.
+class MaskLoss(keras.losses.Loss):
+    """A loss computed per sample from mask logits, that also takes per-pixel `sample_weight`.
 
-    Args:
-        y_true: binary masks, shape (B, ...).
-        logits: mask logits, same shape.
-        alpha: weight of the positive class (0 to 1), or None for no class weighting.
-        gamma: focusing exponent; 0 gives binary cross-entropy.
-
-    Returns:
-        Shape (B,) float32.
+    Subclasses define `per_sample(y_true, logits, pixel_weights)` on (B, N) arrays.
     """
-    y_true = tf.cast(_flatten_per_sample(y_true), tf.float32)
-    logits = tf.cast(_flatten_per_sample(logits), tf.float32)
-    cross_entropy = tf.nn.sigmoid_cross_entropy_with_logits(labels=y_true, logits=logits)
-    probs = tf.sigmoid(logits)
-    p_t = probs * y_true + (1 - probs) * (1 - y_true)
-    loss = cross_entropy * tf.pow(1 - p_t, gamma)
-    if alpha is not None:
-        loss *= alpha * y_true + (1 - alpha) * (1 - y_true)
-    return tf.reduce_mean(loss, axis=1)
+
+    def per_sample(self, y_true, logits, pixel_weights=None):
+        raise NotImplementedError
+
+    def call(self, y_true, y_pred):
+        y_true, y_pred, _, _ = per_sample_arrays(y_true, y_pred)
+        return self.per_sample(y_true, y_pred)
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        y_true, y_pred, pixels, samples = per_sample_arrays(y_true, y_pred, sample_weight)
+        if pixels is None:
+            return super().__call__(y_true, y_pred, samples)
+        with tf.name_scope(self.name):
+            return keras.__internal__.losses.compute_weighted_loss(
+                self.per_sample(y_true, y_pred, pixels), samples, reduction=self._get_reduction())
 
 
-class DiceLoss(keras.losses.Loss):
+@keras.saving.register_keras_serializable(package="keras_sam")
+class DiceLoss(MaskLoss):
     """Dice loss on mask logits, with MONAI's options.
 
     Args:
@@ -82,7 +72,8 @@ class DiceLoss(keras.losses.Loss):
         smooth_dr: added to the denominator.
         batch: sum over the batch before dividing instead of averaging per-image losses.
 
-    Shapes: `y_true` binary, (B, H, W) or (B, 1, H, W); `y_pred` the same shape.
+    Shapes: `y_true` binary, (B, H, W) or (B, 1, H, W); `y_pred` the same shape; `sample_weight`
+    (B,) or per pixel like `y_true`.
 
     Example:
         >>> loss = DiceLoss()
@@ -113,31 +104,19 @@ class DiceLoss(keras.losses.Loss):
         self.smooth_dr = smooth_dr
         self.batch = batch
 
-    def call(self, y_true, y_pred):
-        probs = tf.sigmoid(y_pred) if self.sigmoid else y_pred
-        return dice_loss_per_sample(
-            y_true,
-            probs,
-            squared_pred=self.squared_pred,
-            jaccard=self.jaccard,
-            smooth_nr=self.smooth_nr,
-            smooth_dr=self.smooth_dr,
-            batch=self.batch,
-        )
+    def per_sample(self, y_true, logits, pixel_weights=None):
+        probs = tf.sigmoid(logits) if self.sigmoid else logits
+        return objectives.dice_loss(
+            tnp, y_true, probs, pixel_weights, squared_pred=self.squared_pred, jaccard=self.jaccard,
+            smooth_nr=self.smooth_nr, smooth_dr=self.smooth_dr, batch=self.batch)
 
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            sigmoid=self.sigmoid,
-            squared_pred=self.squared_pred,
-            jaccard=self.jaccard,
-            smooth_nr=self.smooth_nr,
-            smooth_dr=self.smooth_dr,
-            batch=self.batch,
-        )
-        return config
+        return {**super().get_config(), "sigmoid": self.sigmoid, "squared_pred": self.squared_pred,
+                "jaccard": self.jaccard, "smooth_nr": self.smooth_nr, "smooth_dr": self.smooth_dr,
+                "batch": self.batch}
 
 
+@keras.saving.register_keras_serializable(package="keras_sam")
 class DiceBCELoss(DiceLoss):
     """Dice loss plus binary cross-entropy on the logits, each with its weight.
 
@@ -154,18 +133,17 @@ class DiceBCELoss(DiceLoss):
         self.dice_weight = dice_weight
         self.bce_weight = bce_weight
 
-    def call(self, y_true, y_pred):
-        dice = super().call(y_true, y_pred)
-        bce = focal_loss_per_sample(y_true, y_pred, alpha=None, gamma=0.0)
+    def per_sample(self, y_true, logits, pixel_weights=None):
+        dice = super().per_sample(y_true, logits, pixel_weights)
+        bce = objectives.focal_loss(tnp, y_true, logits, pixel_weights, alpha=None, gamma=0.0)
         return self.dice_weight * dice + self.bce_weight * bce
 
     def get_config(self):
-        config = super().get_config()
-        config.update(dice_weight=self.dice_weight, bce_weight=self.bce_weight)
-        return config
+        return {**super().get_config(), "dice_weight": self.dice_weight, "bce_weight": self.bce_weight}
 
 
-class FocalLoss(keras.losses.Loss):
+@keras.saving.register_keras_serializable(package="keras_sam")
+class FocalLoss(MaskLoss):
     """Sigmoid focal loss on mask logits (Lin et al. 2017), as used to train SAM.
 
     Args:
@@ -182,13 +160,11 @@ class FocalLoss(keras.losses.Loss):
         self.alpha = alpha
         self.gamma = gamma
 
-    def call(self, y_true, y_pred):
-        return focal_loss_per_sample(y_true, y_pred, alpha=self.alpha, gamma=self.gamma)
+    def per_sample(self, y_true, logits, pixel_weights=None):
+        return objectives.focal_loss(tnp, y_true, logits, pixel_weights, alpha=self.alpha, gamma=self.gamma)
 
     def get_config(self):
-        config = super().get_config()
-        config.update(alpha=self.alpha, gamma=self.gamma)
-        return config
+        return {**super().get_config(), "alpha": self.alpha, "gamma": self.gamma}
 
 
 LOSSES = {"dice": DiceLoss, "dice+bce": DiceBCELoss, "focal": FocalLoss}

@@ -1,25 +1,18 @@
-"""Dice and IoU of predicted masks: per-sample scores, averaged over the whole dataset.
+"""Dice and IoU of predicted masks for tf-keras: per-sample scores, averaged over the whole dataset.
 
-`dice_per_sample` and `iou_per_sample` define the scores once; the Keras metrics accumulate their
-sums and counts, so the result is the same however the data is batched, and the command line
-reports the same numbers at the image's own resolution.
+The scores are `keras_sam.objectives.overlap_scores`; the metrics accumulate their sums and
+counts, so the result is the same however the data is batched, and the command line reports the
+same numbers at the image's own resolution. They take mask logits (`from_logits` is True):
+SamSegmenter hands them logits and every other metric probabilities.
 """
 
+import numpy as np
 import tensorflow as tf
+import tensorflow.experimental.numpy as tnp
 import tf_keras as keras
 
-
-def _binary_per_sample(mask):
-    mask = tf.convert_to_tensor(mask)
-    return tf.reshape(tf.cast(mask, tf.float32) > 0.5, (tf.shape(mask)[0], -1))
-
-
-def _overlap_counts(y_true, y_pred_mask):
-    truth, pred = _binary_per_sample(y_true), _binary_per_sample(y_pred_mask)
-    intersection = tf.reduce_sum(tf.cast(truth & pred, tf.float32), axis=1)
-    true_area = tf.reduce_sum(tf.cast(truth, tf.float32), axis=1)
-    pred_area = tf.reduce_sum(tf.cast(pred, tf.float32), axis=1)
-    return intersection, true_area, pred_area
+from keras_sam import objectives
+from keras_sam.losses import per_sample_arrays
 
 
 def dice_per_sample(y_true, y_pred_mask):
@@ -30,38 +23,45 @@ def dice_per_sample(y_true, y_pred_mask):
         y_pred_mask: binary predicted masks (B, ...): threshold logits at 0 first.
 
     Returns:
-        Shape (B,) float32.
+        Shape (B,) float32 numpy array.
     """
-    intersection, true_area, pred_area = _overlap_counts(y_true, y_pred_mask)
-    total = true_area + pred_area
-    return tf.where(total > 0, 2.0 * intersection / tf.maximum(total, 1.0), 1.0)
+    return _overlap_numpy(y_true, y_pred_mask)[0]
 
 
 def iou_per_sample(y_true, y_pred_mask):
     """Intersection over union |X∩Y| / |X∪Y| of each sample's binary masks; 1 when both are empty."""
-    intersection, true_area, pred_area = _overlap_counts(y_true, y_pred_mask)
-    union = true_area + pred_area - intersection
-    return tf.where(union > 0, intersection / tf.maximum(union, 1.0), 1.0)
+    return _overlap_numpy(y_true, y_pred_mask)[1]
+
+
+def _overlap_numpy(y_true, y_pred_mask):
+    y_true, y_pred_mask = np.asarray(y_true), np.asarray(y_pred_mask)
+    size = int(np.prod(y_true.shape[1:]))
+    truth = (y_true.reshape(-1, size) > 0.5).astype(np.float32)
+    predicted = (y_pred_mask.reshape(-1, size) > 0.5).astype(np.float32)
+    return objectives.overlap_scores(np, truth, predicted)
 
 
 class _MeanPerSampleScore(keras.metrics.Metric):
     """Mean over all samples seen of a per-sample score of thresholded logits."""
 
-    score_fn = None
+    score_index = None  # 0: Dice, 1: IoU
 
     def __init__(self, threshold=0.0, name=None, dtype=None):
         super().__init__(name=name, dtype=dtype)
         self.threshold = threshold
+        self.from_logits = True
         self.total = self.add_weight(name="total", initializer="zeros")
         self.count = self.add_weight(name="count", initializer="zeros")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        """Args: y_true binary masks (B, [1,] H, W); y_pred logits of the same shape."""
-        y_pred = tf.reshape(y_pred, tf.shape(y_true))
-        scores = type(self).score_fn(y_true, y_pred > self.threshold)
-        weights = tf.ones_like(scores)
-        if sample_weight is not None:
-            weights = tf.reshape(tf.cast(sample_weight, tf.float32), (-1,)) * weights
+        """Args: y_true binary masks (B, [1,] H, W); y_pred logits of the same size; sample_weight
+        (B,) or per pixel like y_true (areas become sums of weights; a sample counts by its mean
+        weight)."""
+        y_true, y_pred, pixels, samples = per_sample_arrays(y_true, y_pred, sample_weight)
+        truth = tf.cast(y_true > 0.5, tf.float32)
+        predicted = tf.cast(y_pred > self.threshold, tf.float32)
+        scores = objectives.overlap_scores(tnp, truth, predicted, pixels)[self.score_index]
+        weights = tf.ones_like(scores) if samples is None else samples * tf.ones_like(scores)
         self.total.assign_add(tf.reduce_sum(scores * weights))
         self.count.assign_add(tf.reduce_sum(weights))
 
@@ -76,6 +76,7 @@ class _MeanPerSampleScore(keras.metrics.Metric):
         return {**super().get_config(), "threshold": self.threshold}
 
 
+@keras.saving.register_keras_serializable(package="keras_sam")
 class DiceScore(_MeanPerSampleScore):
     """Mean per-sample Dice of masks predicted as `logits > threshold` (0: probability 0.5).
 
@@ -86,16 +87,17 @@ class DiceScore(_MeanPerSampleScore):
         1.0
     """
 
-    score_fn = staticmethod(dice_per_sample)
+    score_index = 0
 
     def __init__(self, threshold=0.0, name="dice", dtype=None):
         super().__init__(threshold=threshold, name=name, dtype=dtype)
 
 
+@keras.saving.register_keras_serializable(package="keras_sam")
 class IoUScore(_MeanPerSampleScore):
     """Mean per-sample IoU of masks predicted as `logits > threshold`."""
 
-    score_fn = staticmethod(iou_per_sample)
+    score_index = 1
 
     def __init__(self, threshold=0.0, name="iou", dtype=None):
         super().__init__(threshold=threshold, name=name, dtype=dtype)

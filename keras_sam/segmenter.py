@@ -4,6 +4,7 @@ import collections
 from collections.abc import Mapping
 
 import tensorflow as tf
+import tensorflow.experimental.numpy as tnp
 import tf_keras as keras
 from transformers import SamConfig
 
@@ -11,14 +12,21 @@ from keras_sam.callbacks import LearningRateLogger
 from keras_sam.configs import mask_grid_of, processor_for_config
 from keras_sam.hub import load_tf_sam, require_tf_sam
 from keras_sam.keras_checks import reject_keras3
-from keras_sam.losses import DiceLoss
-from keras_sam.matmul_fix import patch_positional_embedding
-from keras_sam.metrics import DiceScore, IoUScore, iou_per_sample
+from keras_sam import objectives
+from keras_sam.input_contract import assert_binary, conform
+from keras_sam.losses import DiceLoss, MaskLoss, per_sample_arrays
+from keras_sam.metrics import DiceScore, IoUScore
 from keras_sam.storage import atomic_directory
+from keras_sam.tf_sam_patches import patch_tf_sam
 
 COMPONENTS = ("vision_encoder", "prompt_encoder", "mask_decoder", "iou_head")
 IMAGE_INPUTS = ("pixel_values", "image_embeddings")
-PROMPT_INPUTS = ("input_boxes", "input_points", "input_labels", "input_masks")
+PROMPT_DTYPES = {"input_boxes": tf.float32, "input_points": tf.float32, "input_labels": tf.int32,
+                 "input_masks": tf.float32}
+PROMPT_INPUTS = tuple(PROMPT_DTYPES)
+SEVERAL_PROMPT_SETS = (
+    "{name} holds {count} prompt sets per row; SamSegmenter takes one per row. Put several prompts "
+    "on one image in several rows (they may share one image embedding).")
 
 SegmentationOutput = collections.namedtuple("SegmentationOutput", ["mask_logits", "iou_scores"])
 SegmentationOutput.__doc__ = """What SamSegmenter.segment returns: the model's output dict as a tuple.
@@ -44,6 +52,7 @@ def best_mask_logits(output):
     return tf.gather(output["mask_logits"], best, axis=1, batch_dims=1)
 
 
+@keras.saving.register_keras_serializable(package="keras_sam")
 class SamSegmenter(keras.Model):
     """Segment Anything as a tf-keras model: compile(), fit(), evaluate() and predict() work as usual.
 
@@ -98,11 +107,12 @@ class SamSegmenter(keras.Model):
         if not sam.built:
             # Build under the model's own name so the weights keep their checkpoint names.
             sam.build_in_name_scope()
-        self.sam = patch_positional_embedding(sam)
+        self.sam = patch_tf_sam(sam)
         self._multimask_output = bool(multimask_output)
         self._iou_loss_weight = float(iou_loss_weight)
         self.mask_grid = mask_grid_of(sam.config)
         self._compile_arguments = None
+        self._class_weights = None
         self.freeze = freeze
         self._iou_loss_tracker = keras.metrics.Mean(name="iou_head_loss")
         self.built = True
@@ -186,15 +196,19 @@ class SamSegmenter(keras.Model):
                 f"cannot freeze {', '.join(map(repr, unknown))}: SAM's components are "
                 f"{', '.join(COMPONENTS)}"
             )
-        for name in COMPONENTS:
-            self._component(name).trainable = name not in names
-        if "iou_head" not in names and "mask_decoder" in names:
-            self._component("iou_head").trainable = False
         self._frozen = names
         # Keras trains what was trainable at compile(), as for any model: compile again with the
         # same arguments (the optimizer keeps its state) so the change takes effect.
         if self._compile_arguments is not None:
             self.compile(**self._compile_arguments)
+        else:
+            self._apply_freeze()
+
+    def _apply_freeze(self):
+        for name in COMPONENTS:
+            self._component(name).trainable = name not in self._frozen
+        if "iou_head" not in self._frozen and "mask_decoder" in self._frozen:
+            self._component("iou_head").trainable = False
 
     def _component(self, name):
         if name == "iou_head":
@@ -224,28 +238,34 @@ class SamSegmenter(keras.Model):
             raise ValueError(
                 "no prompt: give input_boxes, input_points (with input_labels) or input_masks"
             )
-        args = {"pixel_values": None, "image_embeddings": None}
-        for key in IMAGE_INPUTS:
-            if inputs.get(key) is not None:
-                args[key] = _with_rank(key, tf.cast(inputs[key], self.compute_dtype), (4,), None)
-        boxes, points, labels, masks = (inputs.get(key) for key in PROMPT_INPUTS)
-        if boxes is not None:
-            args["input_boxes"] = _one_prompt_set("input_boxes", tf.cast(boxes, tf.float32), 2, 4)
-        if points is not None:
-            args["input_points"] = _one_prompt_set("input_points", tf.cast(points, tf.float32), 3, 2)
-            if labels is not None:
-                args["input_labels"] = _one_prompt_set("input_labels", tf.cast(labels, tf.int32), 2, None)
-        elif labels is not None:
+        if inputs.get("input_labels") is not None and inputs.get("input_points") is None:
             raise ValueError("input_labels given without input_points")
-        if masks is not None:
-            masks = _one_prompt_set("input_masks", tf.cast(masks, tf.float32), 3, None)
-            if tuple(masks.shape[2:]) != (self.mask_grid, self.mask_grid):
-                raise ValueError(
-                    f"input_masks must be on the {self.mask_grid}x{self.mask_grid} logits grid; "
-                    f"got shape {tuple(masks.shape)}"
-                )
-            args["input_masks"] = masks
+        args = {"pixel_values": None, "image_embeddings": None}
+        for key, dtype in PROMPT_DTYPES.items():
+            if inputs.get(key) is not None:
+                tail, expected = self._input_shapes[key]
+                args[key] = conform(key, tf.cast(inputs[key], dtype), tail, expected, set_axis=True,
+                                    several=SEVERAL_PROMPT_SETS.replace("{name}", key))
+        key = images[0]
+        tail, expected = self._input_shapes[key]
+        args[key] = conform(key, tf.cast(inputs[key], self.compute_dtype), tail, expected)
         return args
+
+    @property
+    def _input_shapes(self):
+        """Each input's shape after the batch (and prompt set) axis, and how messages say it."""
+        vision = self.sam.config.vision_config
+        size, side, grid = vision.image_size, vision.image_size // vision.patch_size, self.mask_grid
+        return {
+            "pixel_values": ((3, size, size), f"(B, 3, {size}, {size})"),
+            "image_embeddings": ((vision.output_channels, side, side),
+                                 f"(B, {vision.output_channels}, {side}, {side})"),
+            "input_boxes": ((4,), "(B, 4) or (B, 1, 4)"),
+            "input_points": ((None, 2), "(B, N, 2) or (B, 1, N, 2)"),
+            "input_labels": ((None,), "(B, N) or (B, 1, N)"),
+            "input_masks": ((grid, grid), f"(B, {grid}, {grid}) or (B, 1, {grid}, {grid}) on the "
+                                          f"{grid}x{grid} logits grid"),
+        }
 
     @tf.autograph.experimental.do_not_convert
     def call(self, inputs, training=None):
@@ -266,9 +286,11 @@ class SamSegmenter(keras.Model):
             training=bool(training),
         )
         # TFSamModel's reshapes can lose the static mask count in graph mode: restore it.
+        # Outputs in float32 whatever the precision policy, as Keras advises for a model's last layer.
         num_masks = 3 if self.multimask_output else 1
         logits = tf.reshape(output.pred_masks[:, 0], (-1, num_masks, self.mask_grid, self.mask_grid))
-        return {"mask_logits": logits, "iou_scores": tf.reshape(output.iou_scores[:, 0], (-1, num_masks))}
+        scores = tf.reshape(output.iou_scores[:, 0], (-1, num_masks))
+        return {"mask_logits": tf.cast(logits, tf.float32), "iou_scores": tf.cast(scores, tf.float32)}
 
     def segment(self, inputs, training=False):
         """`self(inputs)` as a SegmentationOutput(mask_logits, iou_scores) tuple."""
@@ -286,51 +308,99 @@ class SamSegmenter(keras.Model):
     @tf.function(reduce_retracing=True, autograph=False)
     def _encode(self, pixel_values):
         # A traced graph: run eagerly, the ViT's many small ops made embedding ~1.5x slower.
-        return self.sam.get_image_embeddings(pixel_values)
+        return tf.cast(self.sam.get_image_embeddings(pixel_values), tf.float32)
 
     # ----------------------------------------------------------------- training
-    def compile(self, optimizer="auto", loss="auto", metrics="auto", **kwargs):
+    def compile(self, optimizer="auto", loss="auto", metrics="auto", weighted_metrics=None, **kwargs):
         """Configures training; each argument left out keeps keras-sam's default.
+
+        The loss and the metrics see the mask the model would hand out for each sample (with
+        `multimask_output`, the loss takes the best of the 3 by loss, the metrics the one with the
+        highest predicted IoU), shaped like a Keras binary segmentation model's: targets
+        (B, H, W, 1) and predictions (B, H, W, 1). The loss receives logits: keras-sam's losses
+        expect them, Keras's own need `from_logits=True`. Metrics receive probabilities (the
+        sigmoid of the logits), so Keras's threshold metrics ("accuracy", BinaryAccuracy,
+        BinaryIoU, Precision, Recall at 0.5) score the masks `predict` gives thresholded at logit
+        0, and AUC ranks the probabilities; a metric made with `from_logits=True`, like
+        keras-sam's DiceScore and IoUScore, receives the logits. `sample_weight` (per sample
+        (B,) or per pixel (B, H, W)) reaches the loss and the `weighted_metrics`, as in Keras.
 
         Args:
             optimizer: "auto" is Adam with learning rate 1e-5.
             loss: "auto" is DiceLoss() on the logits.
-            metrics: "auto" is [DiceScore(), IoUScore()], both on the mask the model would return.
+            metrics: "auto" is [DiceScore(), IoUScore()]; any Keras metrics or their names.
+            weighted_metrics: metrics that also receive `sample_weight`.
             **kwargs: passed on to `keras.Model.compile` (e.g. jit_compile, steps_per_execution).
         """
-        reject_keras3("SamSegmenter.compile", optimizer=optimizer, loss=loss, metrics=metrics)
+        reject_keras3("SamSegmenter.compile", optimizer=optimizer, loss=loss, metrics=metrics,
+                      weighted_metrics=weighted_metrics)
         if isinstance(optimizer, str) and optimizer == "auto":
-            # The fused (legacy) Adam: same update rule, but tracing its step for SAM's ~120
-            # decoder variables takes a third of the time the newer optimizer's does.
-            optimizer = keras.optimizers.legacy.Adam(learning_rate=1e-5)
+            optimizer = default_optimizer()
         if isinstance(loss, str) and loss == "auto":
             loss = DiceLoss()
         if isinstance(metrics, str) and metrics == "auto":
             metrics = [DiceScore(), IoUScore()]
-        self._compile_arguments = dict(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
-        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+        arguments = dict(optimizer=optimizer, loss=loss, metrics=_on_masks(metrics),
+                         weighted_metrics=_on_masks(weighted_metrics), **kwargs)
+        self._remember_compile_arguments(arguments)
+        self._apply_freeze()  # also after loading a SavedModel, which revives layers trainable
+        optimizer = keras.optimizers.get(optimizer)
+        if isinstance(optimizer, keras.optimizers.Optimizer):
+            # Its variables exist from now on, so a saved model's optimizer state finds them.
+            optimizer.build(self.trainable_variables)
+        super().compile(**{**arguments, "optimizer": optimizer})
 
-    def fit(self, *args, **kwargs):
-        """`keras.Model.fit`; the epoch logs also hold the optimizer's `learning_rate`."""
+    @tf.__internal__.tracking.no_automatic_dependency_tracking
+    def _remember_compile_arguments(self, arguments):
+        # Not tracked: the model would list these metrics twice and checkpoint the optimizer twice.
+        self._compile_arguments = arguments
+
+    def compile_from_config(self, config):
+        """Compiles as a saved model was compiled (`keras.models.load_model` calls it)."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+
+    def save(self, filepath, overwrite=True, save_format=None, **kwargs):
+        """`keras.Model.save` to a `.keras` file or a SavedModel folder (a path without extension).
+
+        HDF5 cannot hold this model. A SavedModel is written without the traced call functions of
+        every layer (`save_traces=False`, 2.6 s instead of 25 s for the tiny model): load_model
+        rebuilds the model from its config and loads its weights. Like every tf-keras SavedModel,
+        it restores the optimizer's configuration but not its state; a `.keras` file restores both.
+        """
+        path = str(filepath)
+        if save_format == "h5" or path.endswith((".h5", ".hdf5")):
+            raise ValueError(
+                f"cannot save SamSegmenter to {path}: whole-model HDF5 is for Functional and "
+                "Sequential models only. Save to a .keras file, a SavedModel folder (a path "
+                "without an extension), or with model.save_pretrained(folder).")
+        if save_format == "tf" or (save_format is None and not path.endswith(".keras")):
+            kwargs.setdefault("save_traces", False)
+        return super().save(filepath, overwrite=overwrite, save_format=save_format, **kwargs)
+
+    def fit(self, *args, class_weight=None, **kwargs):
+        """`keras.Model.fit`. The epoch logs also hold the optimizer's `learning_rate`, and
+        `class_weight={0: background, 1: lesion}` weights the pixels of each class (per-pixel
+        weights, combined with any `sample_weight`)."""
         callbacks = kwargs.get("callbacks") or []
         reject_keras3("SamSegmenter.fit", callbacks=callbacks)
         if isinstance(callbacks, (list, tuple)) and not any(
                 isinstance(callback, LearningRateLogger) for callback in callbacks):
             # First, so TensorBoard, CSVLogger and the rest see it in the same epoch's logs.
             kwargs["callbacks"] = [LearningRateLogger(), *callbacks]
+        table = None if class_weight is None else _class_weight_table(class_weight)
+        if table != self._class_weights:
+            self._class_weights = table
+            self.train_function = None  # re-trace with the new weights
         return super().fit(*args, **kwargs)
 
     def evaluate(self, *args, **kwargs):
         reject_keras3("SamSegmenter.evaluate", callbacks=kwargs.get("callbacks") or [])
         return super().evaluate(*args, **kwargs)
 
-    @property
-    def metrics(self):
-        metrics = super().metrics
-        return metrics + [self._iou_loss_tracker] if self.compiled_loss is not None else metrics
-
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if self._class_weights is not None:
+            sample_weight = self._with_class_weights(y, sample_weight)
         with tf.GradientTape() as tape:
             y_pred = self(x, training=True)
             loss = self.compute_loss(x, y, y_pred, sample_weight)
@@ -347,99 +417,174 @@ class SamSegmenter(keras.Model):
         """The compiled loss on the trained mask, plus the IoU head's mean-squared error.
 
         With several masks per prompt the trained mask is, per sample, the one with the lowest
-        loss. The IoU head learns each mask's true IoU (of the mask thresholded at logit 0).
+        loss (pixel weights included). The IoU head learns each mask's true IoU (of the mask
+        thresholded at logit 0); each sample counts by its mean weight.
         """
         y = self._targets(y)
+        pixel_weights = self._pixel_weights(sample_weight)
         logits, iou_scores = y_pred["mask_logits"], y_pred["iou_scores"]
         if logits.shape[1] == 1:
             trained = logits[:, 0]
         else:
             per_mask = tf.stack(
-                [self._per_sample_loss(y, logits[:, m]) for m in range(logits.shape[1])], axis=1
-            )
+                [self._per_sample_loss(y, logits[:, m], pixel_weights) for m in range(logits.shape[1])],
+                axis=1)
             best = tf.argmin(per_mask, axis=1, output_type=tf.int32)
             trained = tf.gather(logits, best, axis=1, batch_dims=1)
-        loss = self.compiled_loss(y, trained, sample_weight, regularization_losses=self.losses)
+        loss = self.compiled_loss(y[..., None], trained[..., None], pixel_weights,
+                                  regularization_losses=self.losses)
         if self.iou_loss_weight and self._component("iou_head").trainable:
-            true_iou = tf.stack(
-                [iou_per_sample(y, logits[:, m] > 0) for m in range(logits.shape[1])], axis=1
-            )
-            squared_error = tf.reduce_mean(
-                tf.square(tf.cast(iou_scores, tf.float32) - tf.stop_gradient(true_iou)), axis=1
-            )
-            iou_loss = _weighted_mean(squared_error, sample_weight)
-            self._iou_loss_tracker.update_state(iou_loss)
-            # Scaled like Keras scales the compiled loss, so that gradients summed over replicas
-            # average over the global batch.
+            _, _, _, sample_weights = per_sample_arrays(y, y, pixel_weights)
+            true_iou = tf.stack([_iou_of(y, logits[:, m] > 0) for m in range(logits.shape[1])], axis=1)
+            squared_error = tf.reduce_mean(tf.square(iou_scores - tf.stop_gradient(true_iou)), axis=1)
+            self._iou_loss_tracker.update_state(squared_error, sample_weight=sample_weights)
+            if sample_weights is not None:
+                squared_error *= sample_weights
+            # Reduced like Keras reduces the compiled loss (a mean over the samples of each
+            # replica, scaled so that gradients summed over replicas average the global batch).
             replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            loss += self.iou_loss_weight * iou_loss / replicas
+            loss += self.iou_loss_weight * tf.reduce_mean(squared_error) / replicas
         return loss
 
     def compute_metrics(self, x, y, y_pred, sample_weight):
-        """Metrics on the mask the model would return (highest predicted IoU)."""
-        return super().compute_metrics(x, self._targets(y), best_mask_logits(y_pred), sample_weight)
+        """Metrics on the mask the model would return (highest predicted IoU), shaped (B, H, W, 1)."""
+        targets = self._targets(y)[..., None]
+        pixel_weights = self._pixel_weights(sample_weight)
+        return super().compute_metrics(x, targets, best_mask_logits(y_pred)[..., None], pixel_weights)
 
-    def _per_sample_loss(self, y, logits):
+    def _per_sample_loss(self, y, logits, pixel_weights):
         loss = self.loss
+        if isinstance(loss, MaskLoss):
+            y_true, logits, pixels, _ = per_sample_arrays(y, logits, pixel_weights)
+            return loss.per_sample(y_true, logits, pixels)
         if isinstance(loss, str):
             loss = keras.losses.get(loss)
-        values = loss.call(y, logits) if isinstance(loss, keras.losses.Loss) else loss(y, logits)
-        values = tf.convert_to_tensor(values)
-        return tf.reduce_mean(tf.reshape(values, (tf.shape(y)[0], -1)), axis=1)
+        function = loss.call if isinstance(loss, keras.losses.Loss) else loss
+        values = tf.convert_to_tensor(function(y[..., None], logits[..., None]))  # (B, H, W)
+        _, values, pixels, _ = per_sample_arrays(y, values, pixel_weights)
+        return tf.reduce_mean(values if pixels is None else values * pixels, axis=1)
 
     def _targets(self, y):
         """Checks targets are binary masks on the logits grid; returns them as (B, H, W) float32."""
         if y is None:
             raise ValueError("fit/evaluate need targets: binary masks on the logits grid")
-        y = tf.convert_to_tensor(y)
-        grid = (self.mask_grid, self.mask_grid)
-        shape = tuple(y.shape)
-        if len(shape) == 4 and shape[1] == 1:
-            y = y[:, 0]
-        elif len(shape) != 3:
-            raise ValueError(
-                f"targets must be masks of shape (B, {grid[0]}, {grid[1]}) or "
-                f"(B, 1, {grid[0]}, {grid[1]}); got {shape}"
-            )
-        if tuple(y.shape[1:]) != grid:
-            raise ValueError(
-                f"targets must be on the model's {grid[0]}x{grid[1]} logits grid; got shape {shape}. "
-                "Resize and pad them like the image (SamProcessor's segmentation_maps does)."
-            )
-        y = tf.cast(y, tf.float32)
-        tf.debugging.Assert(
-            tf.reduce_all((y == 0.0) | (y == 1.0)),
-            ["targets must be binary masks with values 0 and 1; threshold them first"],
-        )
-        return y
+        grid = self.mask_grid
+        y = conform("targets", tf.cast(tf.convert_to_tensor(y), tf.float32), (grid, grid),
+                    f"(B, {grid}, {grid}) or (B, 1, {grid}, {grid}) on the model's logits grid "
+                    "(resize and pad them like the image: SamProcessor's segmentation_maps does)",
+                    set_axis=True)
+        return assert_binary(y[:, 0])
+
+    def _pixel_weights(self, sample_weight):
+        """Any sample_weight as per-pixel weights (B, H, W) float32, or None."""
+        if sample_weight is None:
+            return None
+        weights = tf.cast(tf.convert_to_tensor(sample_weight), tf.float32)
+        grid = self.mask_grid
+        if weights.shape.rank is None:
+            raise ValueError("sample_weight must have a known rank: (B,) per sample, or (B, "
+                             f"{grid}, {grid}) or (B, 1, {grid}, {grid}) per pixel")
+        if weights.shape.rank <= 1 or (weights.shape.rank == 2 and weights.shape[1] == 1):
+            return tf.reshape(weights, (-1, 1, 1)) * tf.ones((1, grid, grid))
+        weights = conform("sample_weight", weights, (grid, grid),
+                          f"(B,) per sample, or (B, {grid}, {grid}) or (B, 1, {grid}, {grid}) per pixel",
+                          set_axis=True)
+        return weights[:, 0]
+
+    def _with_class_weights(self, y, sample_weight):
+        """Per-pixel weights with each pixel's class weight multiplied in."""
+        by_class = tf.gather(tf.constant(self._class_weights), tf.cast(self._targets(y), tf.int32))
+        weights = self._pixel_weights(sample_weight)
+        return by_class if weights is None else by_class * weights
 
 
-def _with_rank(name, tensor, ranks, last_dim):
-    if tensor.shape.rank not in ranks or (last_dim and tensor.shape[-1] != last_dim):
-        want = " or ".join(f"rank {rank}" for rank in ranks)
-        raise ValueError(f"{name} must have {want}; got shape {tuple(tensor.shape)}")
-    return tensor
+def default_optimizer(learning_rate=1e-5):
+    """The optimizer `compile()` uses: Adam, its update run as ordinary graph ops (no XLA of its
+    own), which traced in 13 s and stepped in 0.083 s on the tiny model against 15 s and 0.131 s
+    with its default XLA update (BENCHMARKS.md)."""
+    return keras.optimizers.Adam(learning_rate=learning_rate, jit_compile=False)
 
 
-def _one_prompt_set(name, tensor, rank, last_dim):
-    """Adds the prompt-set axis (B, ...) -> (B, 1, ...) and checks there is just one set a row."""
-    if tensor.shape.rank == rank:
-        tensor = tf.expand_dims(tensor, 1)
-    if tensor.shape.rank != rank + 1 or (last_dim and tensor.shape[-1] != last_dim):
-        expected = {"input_boxes": "(B, 4) or (B, 1, 4)", "input_points": "(B, N, 2) or (B, 1, N, 2)",
-                    "input_labels": "(B, N) or (B, 1, N)",
-                    "input_masks": "(B, H, W) or (B, 1, H, W)"}[name]
-        raise ValueError(f"{name} must have shape {expected}; got {tuple(tensor.shape)}")
-    if tensor.shape[1] not in (None, 1):
-        raise ValueError(
-            f"{name} holds {tensor.shape[1]} prompt sets per row; SamSegmenter takes one per row. "
-            "Put several prompts on one image in several rows (they may share one image embedding)."
-        )
-    return tensor
+def _iou_of(y, predicted):
+    y_true, predicted, _, _ = per_sample_arrays(y, predicted)
+    return objectives.overlap_scores(tnp, y_true, predicted)[1]
 
 
-def _weighted_mean(values, sample_weight):
-    if sample_weight is None:
-        return tf.reduce_mean(values)
-    weights = tf.reshape(tf.cast(sample_weight, values.dtype), (-1,))
-    return tf.math.divide_no_nan(tf.reduce_sum(values * weights), tf.reduce_sum(weights))
+def _class_weight_table(class_weight):
+    """{0: w0, 1: w1} -> (w0, w1), checked (absent classes weigh 1)."""
+    unknown = sorted(set(class_weight) - {0, 1})
+    if unknown:
+        raise ValueError(f"class_weight holds classes {unknown}; masks have classes 0 (background) and 1 "
+                         "(the object)")
+    return tuple(float(class_weight.get(label, 1.0)) for label in (0, 1))
+
+
+def _on_masks(metrics):
+    """Metrics as SamSegmenter feeds them: threshold-style ones on probabilities (see compile)."""
+    if metrics is None:
+        return None
+    flat = tf.nest.flatten(metrics)  # a SavedModel's training config nests them per output
+    return [metric if _takes_logits(metric) else OnProbabilities(metric) for metric in flat]
+
+
+def _takes_logits(metric):
+    if isinstance(metric, OnProbabilities):
+        return True  # already wrapped (a model compiled again, or loaded)
+    if not isinstance(metric, keras.metrics.Metric):
+        return False
+    return bool(getattr(metric, "from_logits", False) or metric.get_config().get("from_logits", False))
+
+
+@keras.saving.register_keras_serializable(package="keras_sam")
+class OnProbabilities(keras.metrics.Metric):
+    """Feeds a Keras metric probabilities: the sigmoid of SamSegmenter's mask logits.
+
+    `SamSegmenter.compile` wraps every metric not made with `from_logits=True` in one; the
+    metric keeps its name in the logs.
+
+    Args:
+        metric: a metric, its name ("accuracy", "binary_iou", ...) or a metric function.
+    """
+
+    def __init__(self, metric, name=None, dtype=None):
+        metric = _metric_object(metric)
+        super().__init__(name=name or metric.name, dtype=dtype or metric.dtype)
+        self._set_metric(metric)
+
+    @tf.__internal__.tracking.no_automatic_dependency_tracking
+    def _set_metric(self, metric):
+        # Not tracked: Keras would list it among the model's metrics beside this one.
+        self.metric = metric
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        return self.metric.update_state(y_true, tf.sigmoid(y_pred), sample_weight=sample_weight)
+
+    def result(self):
+        return self.metric.result()
+
+    def reset_state(self):
+        self.metric.reset_state()
+
+    def get_config(self):
+        return {"metric": keras.metrics.serialize(self.metric), "name": self.name, "dtype": self.dtype}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**{**config, "metric": keras.metrics.deserialize(config["metric"])})
+
+
+# Names Keras resolves by the targets' shape: for binary masks, the binary metrics.
+_BINARY_NAMES = {"accuracy": keras.metrics.BinaryAccuracy, "acc": keras.metrics.BinaryAccuracy,
+                 "crossentropy": keras.metrics.BinaryCrossentropy, "ce": keras.metrics.BinaryCrossentropy}
+
+
+def _metric_object(metric):
+    if isinstance(metric, keras.metrics.Metric):
+        return metric
+    if isinstance(metric, str) and metric in _BINARY_NAMES:
+        return _BINARY_NAMES[metric](name=metric)
+    found = keras.metrics.get(metric)
+    if isinstance(found, keras.metrics.Metric):
+        return found
+    name = metric if isinstance(metric, str) else getattr(found, "__name__", "metric")
+    return keras.metrics.MeanMetricWrapper(found, name=name)

@@ -24,6 +24,8 @@ def test_mirrored_over_two_devices_matches_one_device():
     np.testing.assert_allclose(figures["two"][0], figures["one"][0], atol=1e-5)
     for name, value in figures["one"][1].items():
         assert figures["two"][1][name] == pytest.approx(value, abs=1e-5), name
+    # The logged learning rate is the optimizer's (SGD at 0.05) on any number of replicas.
+    assert figures["one"][2] == figures["two"][2] == pytest.approx([0.05] * 3)
 
 
 def free_ports(count):

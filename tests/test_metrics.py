@@ -11,8 +11,8 @@ PRED = np.array([[[1, 1, 0], [1, 0, 0], [0, 0, 0]], [[0, 0, 0], [0, 0, 0], [0, 0
 
 def test_per_sample_scores_on_hand_made_masks():
     # Sample 0: I=2, |Y|=3, |X|=3; sample 1: both empty (a perfect answer); sample 2: disjoint.
-    np.testing.assert_allclose(dice_per_sample(TRUTH, PRED).numpy(), [4 / 6, 1.0, 0.0])
-    np.testing.assert_allclose(iou_per_sample(TRUTH, PRED).numpy(), [2 / 4, 1.0, 0.0])
+    np.testing.assert_allclose(dice_per_sample(TRUTH, PRED), [4 / 6, 1.0, 0.0])
+    np.testing.assert_allclose(iou_per_sample(TRUTH, PRED), [2 / 4, 1.0, 0.0])
 
 
 @pytest.mark.parametrize("metric_cls, expected", [(DiceScore, (4 / 6 + 1) / 3), (IoUScore, 0.5)])

@@ -9,7 +9,7 @@ from transformers import SamProcessor, TFSamModel
 from conftest import disks, tiny_segmenter
 from keras_sam import DiceLoss, DiceScore, SamSegmenter, best_mask_logits, tiny_sam_config
 from keras_sam.losses import FocalLoss
-from keras_sam.matmul_fix import patch_positional_embedding
+from keras_sam.tf_sam_patches import patch_tf_sam
 
 
 def weights_of(layer):
@@ -64,7 +64,7 @@ def test_save_pretrained_round_trips_through_plain_tfsammodel(trained, tmp_path)
     reloaded = TFSamModel.from_pretrained(tmp_path / "model")
     # The rank-2 positional-embedding fix changes float rounding (~1e-5); with it on both, the
     # predictions must be bit-identical, which they are only if every weight came back.
-    patch_positional_embedding(reloaded)
+    patch_tf_sam(reloaded)
     ours = model.sam(pixel_values=x["pixel_values"][:4], input_boxes=x["input_boxes"][:4, None],
                      multimask_output=False).pred_masks.numpy()
     theirs = reloaded(pixel_values=x["pixel_values"][:4], input_boxes=x["input_boxes"][:4, None],

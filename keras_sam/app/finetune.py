@@ -26,6 +26,7 @@ from keras_sam.data import (DataError, PromptOptions, build_dataset, cache_embed
 from keras_sam.embeddings import EmbeddingCache
 from keras_sam.evaluation import evaluate_lesions, summarize
 from keras_sam.losses import get_loss
+from keras_sam.segmenter import default_optimizer
 from keras_sam.storage import atomic_directory, write_json
 
 OVERLAY_SAMPLES = 8
@@ -173,7 +174,7 @@ def _fit(settings, run, plan, cache):
     processor = model.processor
     # XLA pays off for the decoder-only step from cached embeddings (BENCHMARKS.md); with the
     # encoder in the step it is left off.
-    model.compile(optimizer=keras.optimizers.legacy.Adam(settings.learning_rate),
+    model.compile(optimizer=default_optimizer(settings.learning_rate),
                   loss=get_loss(settings.loss), jit_compile=settings.jit_compile and cache is not None)
     backup = run.backup(model)
     initial_epoch = backup.restore()

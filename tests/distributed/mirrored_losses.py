@@ -24,7 +24,8 @@ def losses(strategy):
         model.compile(optimizer=keras.optimizers.legacy.SGD(0.05))
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
     history = model.fit(dataset, epochs=3, verbose=0)
-    return history.history["loss"], model.evaluate(dataset, verbose=0, return_dict=True)
+    return (history.history["loss"], model.evaluate(dataset, verbose=0, return_dict=True),
+            history.history["learning_rate"])
 
 
 one = losses(tf.distribute.OneDeviceStrategy("/cpu:0"))

@@ -1,0 +1,101 @@
+"""The arithmetic of keras-sam's losses and metrics, written once for every backend.
+
+Each function takes `ops`, a NumPy-like namespace: `numpy` itself, `tensorflow.experimental.numpy`
+(the tf-keras family) or `keras.ops` (the Keras 3 family); they name these functions alike.
+Arrays come flattened per sample, (B, N) float32, with optional per-pixel weights of the same
+shape. The Keras classes in `losses.py` and `metrics.py` are thin wrappers over these.
+
+Per-pixel weights: a sample's pixels count by their weights (Dice weights its sums; BCE and focal
+take weighted means), and the sample itself counts by its mean weight (`split_pixel_weights`), so
+a constant weight map equals a per-sample weight.
+"""
+
+
+def flatten(ops, tensor, size):
+    """(B, ...) -> (B, size)."""
+    return ops.reshape(tensor, (-1, size))
+
+
+def split_pixel_weights(ops, weights):
+    """(B, N) pixel weights -> (pixel weights scaled to mean 1 per sample, (B,) per-sample means).
+
+    A sample whose weights are all zero gets pixel weights of 1 and a sample weight of 0.
+    """
+    means = ops.mean(weights, axis=1)
+    safe = ops.where(means > 0, means, 1.0)
+    scaled = ops.where(means[:, None] > 0, weights / safe[:, None], 1.0)
+    return scaled, means
+
+
+def dice_loss(ops, y_true, probs, weights=None, *, squared_pred=False, jaccard=False, smooth_nr=1e-5,
+              smooth_dr=1e-5, batch=False):
+    """Soft Dice loss of each sample, as MONAI's DiceLoss computes it.
+
+    `1 - (2 * |X∩Y| + smooth_nr) / (|X| + |Y| + smooth_dr)` (Milletari et al. 2016, V-Net), with
+    `|X|` the sum of probabilities (of their squares if `squared_pred`); with `jaccard` the
+    denominator becomes `2 * (|X| + |Y| - |X∩Y|)`; every sum weighted by `weights`.
+
+    Args:
+        y_true, probs: (B, N) binary masks and predicted probabilities.
+        weights: optional (B, N) pixel weights.
+        batch: sum over the whole batch before dividing (one value, repeated for each sample).
+
+    Returns:
+        (B,) losses.
+    """
+    weights = 1.0 if weights is None else weights
+    intersection = ops.sum(weights * y_true * probs, axis=1)
+    ground = ops.sum(weights * (y_true * y_true if squared_pred else y_true), axis=1)
+    predicted = ops.sum(weights * (probs * probs if squared_pred else probs), axis=1)
+    if batch:
+        each = ops.ones_like(intersection)
+        intersection, ground, predicted = (each * ops.sum(total) for total in (intersection, ground, predicted))
+    denominator = ground + predicted
+    if jaccard:
+        denominator = 2.0 * (denominator - intersection)
+    return 1.0 - (2.0 * intersection + smooth_nr) / (denominator + smooth_dr)
+
+
+def focal_loss(ops, y_true, logits, weights=None, *, alpha=0.25, gamma=2.0):
+    """Sigmoid focal loss (Lin et al. 2017): the (weighted) mean over each sample's pixels.
+
+    Args:
+        y_true, logits: (B, N) binary masks and mask logits.
+        weights: optional (B, N) pixel weights.
+        alpha: weight of the positive class (0 to 1), or None for no class weighting.
+        gamma: focusing exponent; 0 gives binary cross-entropy.
+
+    Returns:
+        (B,) losses.
+    """
+    # Binary cross-entropy on logits, stable for any magnitude.
+    cross_entropy = ops.maximum(logits, 0.0) - logits * y_true + ops.log1p(ops.exp(-ops.abs(logits)))
+    probs = 1.0 / (1.0 + ops.exp(-logits))
+    p_t = probs * y_true + (1.0 - probs) * (1.0 - y_true)
+    loss = cross_entropy if gamma == 0 else cross_entropy * ops.power(1.0 - p_t, gamma)
+    if alpha is not None:
+        loss = loss * (alpha * y_true + (1.0 - alpha) * (1.0 - y_true))
+    if weights is None:
+        return ops.mean(loss, axis=1)
+    return ops.sum(weights * loss, axis=1) / ops.maximum(ops.sum(weights, axis=1), 1e-12)
+
+
+def overlap_scores(ops, y_true, predicted, weights=None):
+    """Dice and IoU of each sample's binary masks (1 when both are empty).
+
+    Args:
+        y_true, predicted: (B, N) 0/1 masks (threshold logits first).
+        weights: optional (B, N) pixel weights: areas are sums of weights.
+
+    Returns:
+        (dice, iou), each (B,).
+    """
+    weights = 1.0 if weights is None else weights
+    intersection = ops.sum(weights * y_true * predicted, axis=1)
+    true_area = ops.sum(weights * y_true, axis=1)
+    predicted_area = ops.sum(weights * predicted, axis=1)
+    total = true_area + predicted_area
+    union = total - intersection
+    dice = ops.where(total > 0, 2.0 * intersection / ops.maximum(total, 1e-12), 1.0)
+    iou = ops.where(union > 0, intersection / ops.maximum(union, 1e-12), 1.0)
+    return dice, iou
