@@ -5,6 +5,14 @@ import os
 import transformers
 
 _TRANSFORMERS_HINT = "pip install 'transformers>=4.40,<5'"
+PRETRAINED_DIRECTORY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
+SHIPPED_MODELS = ("sam-small-shapes",)
+"""Models that come with keras-sam: loaded by name from the package, with no hub lookup."""
+
+
+def shipped_model_path(name):
+    """The folder of a model shipped with keras-sam, or None if `name` is not one."""
+    return os.path.join(PRETRAINED_DIRECTORY, name) if name in SHIPPED_MODELS else None
 
 
 class ModelLoadError(OSError):
@@ -36,8 +44,8 @@ def load_tf_sam(name_or_path, **kwargs):
     """Loads a TFSamModel from a local directory or a Hugging Face hub id.
 
     Args:
-        name_or_path: a directory written by `save_pretrained`, or a hub id such as
-            "facebook/sam-vit-base".
+        name_or_path: a model shipped with keras-sam ("sam-small-shapes"), a directory written
+            by `save_pretrained`, or a hub id such as "facebook/sam-vit-base".
         **kwargs: passed on to `TFSamModel.from_pretrained`.
 
     Returns:
@@ -47,7 +55,7 @@ def load_tf_sam(name_or_path, **kwargs):
         ModelLoadError: the directory has no model, or the hub could not be reached.
     """
     tf_sam_model = require_tf_sam()
-    name = os.fspath(name_or_path)
+    name = shipped_model_path(os.fspath(name_or_path)) or os.fspath(name_or_path)
     if os.path.isdir(name):
         if not os.path.exists(os.path.join(name, "config.json")):
             raise ModelLoadError(
