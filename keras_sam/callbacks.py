@@ -1,61 +1,11 @@
 """tf-keras callbacks: mask overlays in TensorBoard, the learning rate in the logs, a NaN guard."""
 
-import os
-from collections.abc import Mapping
-
 import numpy as np
-import tensorflow as tf
 import tf_keras as keras
-from PIL import Image
 
-from keras_sam.configs import processor_for_config
-from keras_sam.metrics import dice_per_sample
-from keras_sam.postprocessing import postprocess_masks
-from keras_sam.preprocessing import pixels_to_image
-from keras_sam.visualization import render_overlay, tile
+from keras_sam.overlays import OverlayCallbackMixin
 
-IMAGE_INPUTS = ("pixel_values", "image_embeddings")
-
-
-def _as_numpy(value):
-    return value.numpy() if hasattr(value, "numpy") else np.asarray(value)
-
-
-def _single_samples(element):
-    """One (x, y[, w]) element of a dataset -> a list of unbatched (x, y) samples."""
-    x, y = element[0], element[1]
-    x = {key: _as_numpy(value) for key, value in x.items()}
-    y = _as_numpy(y)
-    image = next((x[key] for key in IMAGE_INPUTS if key in x), None)
-    if image is None or image.ndim == 3:  # already one sample
-        return [(x, y)]
-    return [({key: value[row] for key, value in x.items()}, y[row]) for row in range(len(image))]
-
-
-def take_samples(samples, max_samples):
-    """The first `max_samples` single (x, y) samples of anything `fit` takes as data.
-
-    Args:
-        samples: a list of (x, y) samples, or batches or samples from a tf.data.Dataset, a
-            keras.utils.Sequence, or any iterable of (x, y) or (x, y, sample_weight).
-        max_samples: how many to take.
-    """
-    if isinstance(samples, keras.utils.Sequence):
-        sequence = samples
-        samples = (sequence[index] for index in range(len(sequence)))
-    elif isinstance(samples, tuple) and isinstance(samples[0], Mapping):
-        samples = [samples]  # (x, y) arrays, as fit(x, y) takes them
-    taken = []
-    for element in samples:
-        taken.extend(_single_samples(element))
-        if len(taken) >= max_samples:
-            break
-    if not taken:
-        raise ValueError("MaskOverlayCallback needs at least one (x, y) sample")
-    return taken[:max_samples]
-
-
-class MaskOverlayCallback(keras.callbacks.Callback):
+class MaskOverlayCallback(OverlayCallbackMixin, keras.callbacks.Callback):
     """Writes overlays of predicted masks, ground truth and prompts to TensorBoard as training goes.
 
     At the end of every `every_n_epochs`-th epoch the model predicts the fixed samples and writes,
@@ -86,96 +36,6 @@ class MaskOverlayCallback(keras.callbacks.Callback):
         >>> model.fit(train, validation_data=val_dataset, callbacks=[
         ...     keras.callbacks.TensorBoard("logs"), callback])  # doctest: +SKIP
     """
-
-    def __init__(self, samples, log_dir="logs", *, every_n_epochs=1, max_samples=8, images=None,
-                 run="validation", png_dir=None, display_size=512):
-        super().__init__()
-        if every_n_epochs < 1:
-            raise ValueError(f"every_n_epochs must be at least 1; got {every_n_epochs}")
-        self.samples = take_samples(samples, max_samples)
-        if images is None and "pixel_values" not in self.samples[0][0]:
-            raise ValueError(
-                "samples carry image_embeddings, not pixel_values: pass images= (the images "
-                "in the model frame, one per sample) so the overlays have something to show"
-            )
-        if images is not None and len(images) < len(self.samples):
-            raise ValueError(f"got {len(images)} images for {len(self.samples)} samples")
-        self.images = None if images is None else [np.asarray(i, np.uint8) for i in images[: len(self.samples)]]
-        self.log_dir = os.fspath(log_dir)
-        self.run = run
-        self.every_n_epochs = every_n_epochs
-        self.png_dir = png_dir
-        self.display_size = display_size
-        self._writer = None
-        self._embeddings = None
-
-    def _get_writer(self):
-        if self._writer is None:  # created lazily, as Keras's TensorBoard callback does
-            self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, self.run))
-        return self._writer
-
-    def _inputs(self, model):
-        """The samples as one batch of model inputs (pixels swapped for embeddings when frozen)."""
-        inputs = {key: np.stack([x[key] for x, _ in self.samples]) for key in self.samples[0][0]}
-        if "pixel_values" in inputs and "vision_encoder" in getattr(model, "freeze", ()):
-            if self._embeddings is None:
-                self._embeddings = model.image_embeddings(inputs["pixel_values"]).numpy()
-            inputs["image_embeddings"] = self._embeddings
-            del inputs["pixel_values"]
-        return inputs
-
-    def _images(self, model):
-        if self.images is None:
-            processor = processor_for_config(model.sam.config)
-            self.images = [pixels_to_image(x["pixel_values"], processor) for x, _ in self.samples]
-        return self.images
-
-    def render(self, model=None):
-        """Predicts the samples and returns their overlays, a list of (D, D, 3) uint8 arrays."""
-        model = model or self.model
-        truth = np.stack([np.reshape(y, y.shape[-2:]) for _, y in self.samples]).astype(np.float32)
-        result = postprocess_masks(model(self._inputs(model)))
-        dice = dice_per_sample(truth, result.masks)
-        overlays = []
-        for index, ((x, _), image) in enumerate(zip(self.samples, self._images(model))):
-            side = self.display_size
-            scale = side / image.shape[0]
-            shown = np.asarray(Image.fromarray(image).resize((side, side), Image.BILINEAR))
-            overlays.append(render_overlay(
-                shown,
-                predicted=_upsample(result.masks[index], side),
-                truth=_upsample(truth[index] > 0.5, side),
-                box=None if "input_boxes" not in x else np.ravel(x["input_boxes"])[:4] * scale,
-                points=None if "input_points" not in x else np.reshape(x["input_points"], (-1, 2)) * scale,
-                labels=x.get("input_labels"),
-                text=f"Dice {dice[index]:.3f}  predicted IoU {result.scores[index]:.3f}",
-            ))
-        return overlays
-
-    def on_epoch_end(self, epoch, logs=None):
-        if (epoch + 1) % self.every_n_epochs:
-            return
-        overlays = self.render()
-        writer = self._get_writer()
-        with writer.as_default():
-            for index, overlay in enumerate(overlays):
-                tf.summary.image(f"overlays/sample_{index}", overlay[None], step=epoch)
-            tf.summary.image("overlays/all", tile(overlays)[None], step=epoch)
-        writer.flush()
-        if self.png_dir:
-            os.makedirs(self.png_dir, exist_ok=True)
-            Image.fromarray(tile(overlays)).save(
-                os.path.join(self.png_dir, f"epoch_{epoch + 1:03d}.png"))
-
-    def on_train_end(self, logs=None):
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-
-
-def _upsample(mask, side):
-    return np.asarray(Image.fromarray(np.asarray(mask, np.uint8) * 255).resize(
-        (side, side), Image.NEAREST)) > 127
 
 
 def current_learning_rate(optimizer):

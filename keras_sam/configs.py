@@ -82,7 +82,11 @@ def processor_for_config(config):
         A `SamProcessor`: images resized so the longest side is the model's input size and padded
         to a square; segmentation maps resized and padded the same way onto the logits grid.
     """
-    size, grid = image_size_of(config), mask_grid_of(config)
+    return processor_for_sizes(image_size_of(config), mask_grid_of(config))
+
+
+def processor_for_sizes(size, grid):
+    """The SamProcessor for a model with a `size`-pixel square input and a `grid`-pixel logits grid."""
     return SamProcessor(
         SamImageProcessor(
             size={"longest_edge": size},

@@ -9,7 +9,7 @@ from tqdm.auto import tqdm
 
 from keras_sam.data.readers import load_mask
 from keras_sam.geometry import box_mask, to_image_coordinates
-from keras_sam.metrics import dice_per_sample, iou_per_sample
+from keras_sam.objectives import dice_per_sample, iou_per_sample
 from keras_sam.postprocessing import postprocess_masks
 
 

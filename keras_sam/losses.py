@@ -93,10 +93,7 @@ class DiceLoss(MaskLoss):
         name="dice_loss",
     ):
         super().__init__(reduction=reduction, name=name)
-        if smooth_nr < 0 or smooth_dr < 0:
-            raise ValueError(
-                f"smooth_nr and smooth_dr must be >= 0; got smooth_nr={smooth_nr}, smooth_dr={smooth_dr}"
-            )
+        objectives.check_dice_options(smooth_nr, smooth_dr)
         self.sigmoid = sigmoid
         self.squared_pred = squared_pred
         self.jaccard = jaccard
@@ -153,10 +150,7 @@ class FocalLoss(MaskLoss):
 
     def __init__(self, alpha=0.25, gamma=2.0, reduction=keras.losses.Reduction.AUTO, name="focal_loss"):
         super().__init__(reduction=reduction, name=name)
-        if alpha is not None and not 0 <= alpha <= 1:
-            raise ValueError(f"alpha must be in [0, 1] or None; got {alpha}")
-        if gamma < 0:
-            raise ValueError(f"gamma must be >= 0; got {gamma}")
+        objectives.check_focal_options(alpha, gamma)
         self.alpha = alpha
         self.gamma = gamma
 

@@ -6,39 +6,13 @@ same numbers at the image's own resolution. They take mask logits (`from_logits`
 SamSegmenter hands them logits and every other metric probabilities.
 """
 
-import numpy as np
 import tensorflow as tf
 import tensorflow.experimental.numpy as tnp
 import tf_keras as keras
 
 from keras_sam import objectives
 from keras_sam.losses import per_sample_arrays
-
-
-def dice_per_sample(y_true, y_pred_mask):
-    """Dice coefficient 2|X∩Y| / (|X| + |Y|) of each sample's binary masks; 1 when both are empty.
-
-    Args:
-        y_true: binary masks (B, ...).
-        y_pred_mask: binary predicted masks (B, ...): threshold logits at 0 first.
-
-    Returns:
-        Shape (B,) float32 numpy array.
-    """
-    return _overlap_numpy(y_true, y_pred_mask)[0]
-
-
-def iou_per_sample(y_true, y_pred_mask):
-    """Intersection over union |X∩Y| / |X∪Y| of each sample's binary masks; 1 when both are empty."""
-    return _overlap_numpy(y_true, y_pred_mask)[1]
-
-
-def _overlap_numpy(y_true, y_pred_mask):
-    y_true, y_pred_mask = np.asarray(y_true), np.asarray(y_pred_mask)
-    size = int(np.prod(y_true.shape[1:]))
-    truth = (y_true.reshape(-1, size) > 0.5).astype(np.float32)
-    predicted = (y_pred_mask.reshape(-1, size) > 0.5).astype(np.float32)
-    return objectives.overlap_scores(np, truth, predicted)
+from keras_sam.objectives import dice_per_sample, iou_per_sample  # noqa: F401  (NumPy scores, kept here too)
 
 
 class _MeanPerSampleScore(keras.metrics.Metric):
@@ -58,12 +32,10 @@ class _MeanPerSampleScore(keras.metrics.Metric):
         (B,) or per pixel like y_true (areas become sums of weights; a sample counts by its mean
         weight)."""
         y_true, y_pred, pixels, samples = per_sample_arrays(y_true, y_pred, sample_weight)
-        truth = tf.cast(y_true > 0.5, tf.float32)
-        predicted = tf.cast(y_pred > self.threshold, tf.float32)
-        scores = objectives.overlap_scores(tnp, truth, predicted, pixels)[self.score_index]
-        weights = tf.ones_like(scores) if samples is None else samples * tf.ones_like(scores)
-        self.total.assign_add(tf.reduce_sum(scores * weights))
-        self.count.assign_add(tf.reduce_sum(weights))
+        total, count = objectives.score_sums(tnp, y_true, y_pred, pixels, samples, self.threshold,
+                                             self.score_index)
+        self.total.assign_add(total)
+        self.count.assign_add(count)
 
     def result(self):
         return tf.math.divide_no_nan(self.total, self.count)

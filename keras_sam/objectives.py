@@ -10,6 +10,8 @@ take weighted means), and the sample itself counts by its mean weight (`split_pi
 a constant weight map equals a per-sample weight.
 """
 
+import numpy as np
+
 
 def flatten(ops, tensor, size):
     """(B, ...) -> (B, size)."""
@@ -99,3 +101,57 @@ def overlap_scores(ops, y_true, predicted, weights=None):
     dice = ops.where(total > 0, 2.0 * intersection / ops.maximum(total, 1e-12), 1.0)
     iou = ops.where(union > 0, intersection / ops.maximum(union, 1e-12), 1.0)
     return dice, iou
+
+
+def score_sums(ops, y_true, logits, pixel_weights, sample_weights, threshold, which):
+    """What a Dice or IoU metric adds up for a batch: (sum of weighted scores, sum of weights).
+
+    Args:
+        y_true, logits: (B, N) binary masks and mask logits.
+        pixel_weights, sample_weights: from `split_pixel_weights` (or per-sample weights), or None.
+        threshold: logit above which a pixel is in the mask.
+        which: 0 for Dice, 1 for IoU.
+    """
+    truth = ops.cast(y_true > 0.5, "float32")
+    predicted = ops.cast(logits > threshold, "float32")
+    scores = overlap_scores(ops, truth, predicted, pixel_weights)[which]
+    weights = ops.ones_like(scores) if sample_weights is None else sample_weights * ops.ones_like(scores)
+    return ops.sum(scores * weights), ops.sum(weights)
+
+
+def check_dice_options(smooth_nr, smooth_dr):
+    if smooth_nr < 0 or smooth_dr < 0:
+        raise ValueError(f"smooth_nr and smooth_dr must be >= 0; got smooth_nr={smooth_nr}, smooth_dr={smooth_dr}")
+
+
+def check_focal_options(alpha, gamma):
+    if alpha is not None and not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must be in [0, 1] or None; got {alpha}")
+    if gamma < 0:
+        raise ValueError(f"gamma must be >= 0; got {gamma}")
+
+
+def dice_per_sample(y_true, y_pred_mask):
+    """Dice 2|X∩Y| / (|X| + |Y|) of each sample's binary masks, in NumPy; 1 when both are empty.
+
+    Args:
+        y_true: binary masks (B, ...).
+        y_pred_mask: binary predicted masks (B, ...): threshold logits at 0 first.
+
+    Returns:
+        (B,) float32 array.
+    """
+    return _numpy_overlap(y_true, y_pred_mask)[0]
+
+
+def iou_per_sample(y_true, y_pred_mask):
+    """Intersection over union |X∩Y| / |X∪Y| of each sample's binary masks, in NumPy."""
+    return _numpy_overlap(y_true, y_pred_mask)[1]
+
+
+def _numpy_overlap(y_true, y_pred_mask):
+    y_true, y_pred_mask = np.asarray(y_true), np.asarray(y_pred_mask)
+    size = int(np.prod(y_true.shape[1:]))
+    truth = (y_true.reshape(-1, size) > 0.5).astype(np.float32)
+    predicted = (y_pred_mask.reshape(-1, size) > 0.5).astype(np.float32)
+    return overlap_scores(np, truth, predicted)

@@ -13,13 +13,14 @@ from keras_sam.configs import mask_grid_of, processor_for_config
 from keras_sam.hub import load_tf_sam, require_tf_sam
 from keras_sam.keras_checks import reject_keras3
 from keras_sam import objectives
+from keras_sam.components import COMPONENTS, frozen_names, trainable_flags  # noqa: F401  (COMPONENTS re-exported)
 from keras_sam.input_contract import assert_binary, conform
+from keras_sam.metric_routing import metric_object, on_masks
 from keras_sam.losses import DiceLoss, MaskLoss, per_sample_arrays
 from keras_sam.metrics import DiceScore, IoUScore
 from keras_sam.storage import atomic_directory
 from keras_sam.tf_sam_patches import patch_tf_sam
 
-COMPONENTS = ("vision_encoder", "prompt_encoder", "mask_decoder", "iou_head")
 IMAGE_INPUTS = ("pixel_values", "image_embeddings")
 PROMPT_DTYPES = {"input_boxes": tf.float32, "input_points": tf.float32, "input_labels": tf.int32,
                  "input_masks": tf.float32}
@@ -189,14 +190,7 @@ class SamSegmenter(keras.Model):
 
     @freeze.setter
     def freeze(self, names):
-        names = (names,) if isinstance(names, str) else tuple(names or ())
-        unknown = [name for name in names if name not in COMPONENTS]
-        if unknown:
-            raise ValueError(
-                f"cannot freeze {', '.join(map(repr, unknown))}: SAM's components are "
-                f"{', '.join(COMPONENTS)}"
-            )
-        self._frozen = names
+        self._frozen = frozen_names(names)
         # Keras trains what was trainable at compile(), as for any model: compile again with the
         # same arguments (the optimizer keeps its state) so the change takes effect.
         if self._compile_arguments is not None:
@@ -205,10 +199,8 @@ class SamSegmenter(keras.Model):
             self._apply_freeze()
 
     def _apply_freeze(self):
-        for name in COMPONENTS:
-            self._component(name).trainable = name not in self._frozen
-        if "iou_head" not in self._frozen and "mask_decoder" in self._frozen:
-            self._component("iou_head").trainable = False
+        for name, trainable in trainable_flags(self._frozen).items():
+            self._component(name).trainable = trainable
 
     def _component(self, name):
         if name == "iou_head":
@@ -340,8 +332,8 @@ class SamSegmenter(keras.Model):
             loss = DiceLoss()
         if isinstance(metrics, str) and metrics == "auto":
             metrics = [DiceScore(), IoUScore()]
-        arguments = dict(optimizer=optimizer, loss=loss, metrics=_on_masks(metrics),
-                         weighted_metrics=_on_masks(weighted_metrics), **kwargs)
+        arguments = dict(optimizer=optimizer, loss=loss, metrics=on_masks(metrics, keras, OnProbabilities),
+                         weighted_metrics=on_masks(weighted_metrics, keras, OnProbabilities), **kwargs)
         self._remember_compile_arguments(arguments)
         self._apply_freeze()  # also after loading a SavedModel, which revives layers trainable
         optimizer = keras.optimizers.get(optimizer)
@@ -519,22 +511,6 @@ def _class_weight_table(class_weight):
     return tuple(float(class_weight.get(label, 1.0)) for label in (0, 1))
 
 
-def _on_masks(metrics):
-    """Metrics as SamSegmenter feeds them: threshold-style ones on probabilities (see compile)."""
-    if metrics is None:
-        return None
-    flat = tf.nest.flatten(metrics)  # a SavedModel's training config nests them per output
-    return [metric if _takes_logits(metric) else OnProbabilities(metric) for metric in flat]
-
-
-def _takes_logits(metric):
-    if isinstance(metric, OnProbabilities):
-        return True  # already wrapped (a model compiled again, or loaded)
-    if not isinstance(metric, keras.metrics.Metric):
-        return False
-    return bool(getattr(metric, "from_logits", False) or metric.get_config().get("from_logits", False))
-
-
 @keras.saving.register_keras_serializable(package="keras_sam")
 class OnProbabilities(keras.metrics.Metric):
     """Feeds a Keras metric probabilities: the sigmoid of SamSegmenter's mask logits.
@@ -547,7 +523,7 @@ class OnProbabilities(keras.metrics.Metric):
     """
 
     def __init__(self, metric, name=None, dtype=None):
-        metric = _metric_object(metric)
+        metric = metric_object(metric, keras)
         super().__init__(name=name or metric.name, dtype=dtype or metric.dtype)
         self._set_metric(metric)
 
@@ -571,20 +547,3 @@ class OnProbabilities(keras.metrics.Metric):
     @classmethod
     def from_config(cls, config):
         return cls(**{**config, "metric": keras.metrics.deserialize(config["metric"])})
-
-
-# Names Keras resolves by the targets' shape: for binary masks, the binary metrics.
-_BINARY_NAMES = {"accuracy": keras.metrics.BinaryAccuracy, "acc": keras.metrics.BinaryAccuracy,
-                 "crossentropy": keras.metrics.BinaryCrossentropy, "ce": keras.metrics.BinaryCrossentropy}
-
-
-def _metric_object(metric):
-    if isinstance(metric, keras.metrics.Metric):
-        return metric
-    if isinstance(metric, str) and metric in _BINARY_NAMES:
-        return _BINARY_NAMES[metric](name=metric)
-    found = keras.metrics.get(metric)
-    if isinstance(found, keras.metrics.Metric):
-        return found
-    name = metric if isinstance(metric, str) else getattr(found, "__name__", "metric")
-    return keras.metrics.MeanMetricWrapper(found, name=name)

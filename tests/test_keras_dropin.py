@@ -12,7 +12,8 @@ import tf_keras as keras
 
 from conftest import disks, tiny_segmenter
 from keras_sam import DiceBCELoss, DiceLoss, DiceScore, FocalLoss, IoUScore
-from keras_sam.callbacks import MaskOverlayCallback, take_samples
+from keras_sam.callbacks import MaskOverlayCallback
+from keras_sam.overlays import take_samples
 
 HERE = os.path.dirname(__file__)
 ENVIRONMENT = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
