@@ -21,14 +21,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def one_epoch(count, batch_size):
     import numpy as np
     import tensorflow as tf
-    import tf_keras as keras
     from transformers import TFSamModel
 
     from keras_sam import SamSegmenter, sam_vit_base_config
     from keras_sam.embeddings import EmbeddingCache
+    from keras_sam.segmenter import default_optimizer
 
     model = SamSegmenter(TFSamModel(sam_vit_base_config()))
-    model.compile(optimizer=keras.optimizers.legacy.Adam(1e-5))
+    model.compile(optimizer=default_optimizer())
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as directory:
         cache = EmbeddingCache(model, directory)

@@ -1,11 +1,16 @@
-"""How much faster is fine-tuning from cached image embeddings than the keras.io-style loop?
+"""How much faster is fine-tuning as `keras-sam finetune` does it than the keras.io-style loop?
 
 Runs at sam-vit-base shapes with random weights (speed does not depend on them), in one process:
-  (a) seed: keras.io-style epochs, the vision encoder recomputed every step, the decoder trained;
-  (b) first: building the embedding cache for all N images in a fresh directory, plus one epoch;
-  (c) cached: a later epoch from the cache.
-Every step function is traced before timing; seed and cached epochs are medians of 3.
-The last line of stdout is one JSON object with the figures.
+  (a) seed: keras.io-style epochs in float32, the vision encoder recomputed every step, the
+      decoder trained;
+  (b) first: what `keras-sam finetune` does by default on this machine: the precision policy it
+      picks, the embedding cache built for all N images in a fresh directory, the XLA probe
+      (timed each way), and one epoch through its data pipeline;
+  (c) cached: a later epoch, the same way;
+  (d) phases of a cached step: the pipeline alone, the forward pass, forward + loss + gradients,
+      the whole step, and the whole step without the IoU head's loss.
+Every step function is traced before it is timed; epochs are medians of 3. The last line of
+stdout is one JSON object with the figures.
 
     python benchmarks/finetune_speed.py --images 8 --batch-size 2
 """
@@ -25,10 +30,15 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
 import transformers  # noqa: E402
+from PIL import Image  # noqa: E402
 from transformers import TFSamModel  # noqa: E402
 
-from keras_sam import SamSegmenter, sam_vit_base_config  # noqa: E402
+from keras_sam import DiceLoss, SamSegmenter, sam_vit_base_config  # noqa: E402
+from keras_sam.app.speed import (SpeedChoice, choose_jit_compile, choose_precision,  # noqa: E402
+                                 cpu_supports_bfloat16, precision_policy, step_timer)
+from keras_sam.data import PromptOptions, build_dataset, cache_embeddings, find_records, read_lesions  # noqa: E402
 from keras_sam.embeddings import EmbeddingCache  # noqa: E402
+from keras_sam.segmenter import default_optimizer  # noqa: E402
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -42,17 +52,21 @@ class EpochTimer(keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self._start)
 
 
-def synthetic_data(count, config, seed=0):
+def write_images(folder, count, seed=0):
+    """`count` images with one disk each, in the images/ + masks/ layout (1024 px, as BUSI's scale)."""
     rng = np.random.default_rng(seed)
-    size = config.vision_config.image_size
-    grid = 4 * config.prompt_encoder_config.image_embedding_size
-    pixels = rng.normal(size=(count, 3, size, size)).astype(np.float32)
-    corner = rng.uniform(0, size * 0.6, size=(count, 2))
-    boxes = np.concatenate([corner, corner + size * 0.3], axis=1).astype(np.float32)
-    yy, xx = np.mgrid[:grid, :grid]
-    centres = (corner + size * 0.15) * grid / size
-    masks = np.stack([((xx - cx) ** 2 + (yy - cy) ** 2 < (grid * 0.1) ** 2) for cx, cy in centres])
-    return pixels, boxes, masks.astype(np.float32)
+    os.makedirs(os.path.join(folder, "images"))
+    os.makedirs(os.path.join(folder, "masks"))
+    for index in range(count):
+        height, width = int(rng.integers(600, 1024)), int(rng.integers(600, 1024))
+        yy, xx = np.mgrid[:height, :width]
+        cy, cx, radius = rng.uniform(0.3, 0.7) * height, rng.uniform(0.3, 0.7) * width, rng.uniform(60, 160)
+        mask = (yy - cy) ** 2 + (xx - cx) ** 2 < radius ** 2
+        image = rng.integers(0, 255, (height, width, 3)).astype(np.uint8)
+        image[mask] //= 3
+        Image.fromarray(image).save(os.path.join(folder, "images", f"{index}.png"))
+        Image.fromarray(mask.astype(np.uint8) * 255).save(os.path.join(folder, "masks", f"{index}.png"))
+    return folder
 
 
 def timed_fit(model, dataset, epochs):
@@ -61,61 +75,101 @@ def timed_fit(model, dataset, epochs):
     return timer.seconds
 
 
+def per_step(function, batches, repeats=3):
+    """Median seconds per batch of `function` over `batches`, after one untimed call."""
+    function(batches[0])
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for batch in batches:
+            function(batch)
+        times.append((time.perf_counter() - started) / len(batches))
+    return round(statistics.median(times), 4)
+
+
+def phases(model, dataset, loss):
+    """Seconds per cached step, phase by phase."""
+    batches = list(dataset)
+    started = time.perf_counter()
+    for _ in dataset:
+        pass
+    pipeline = (time.perf_counter() - started) / len(batches)
+
+    @tf.function(reduce_retracing=True)
+    def forward(x):
+        return model(x)
+
+    @tf.function(reduce_retracing=True)
+    def gradients(x, y):
+        with tf.GradientTape() as tape:
+            value = model.compute_loss(x, y, model(x, training=True))
+        return tape.gradient(value, model.trainable_variables)
+
+    result = {
+        "pipeline_s": round(pipeline, 4),
+        "forward_s": per_step(lambda batch: forward(batch[0]), batches),
+        "forward_loss_gradients_s": per_step(lambda batch: gradients(*batch), batches),
+        "train_step_s": per_step(lambda batch: model.train_on_batch(*batch), batches),
+    }
+    weight = model.iou_loss_weight
+    model.iou_loss_weight = 0.0
+    result["train_step_without_iou_head_s"] = per_step(lambda batch: model.train_on_batch(*batch), batches)
+    model.iou_loss_weight = weight
+    return result
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=8)
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--timed-epochs", type=int, default=3)
-    parser.add_argument("--jit-compile", action="store_true", help="XLA for the cached decoder step")
-    parser.add_argument("--skip-seed", action="store_true",
-                        help="time only the cache and the cached epochs (e.g. to compare --jit-compile)")
+    parser.add_argument("--precision", default="auto", choices=["auto", "float32", "mixed_bfloat16"])
+    parser.add_argument("--jit-compile", default=None, action=argparse.BooleanOptionalAction,
+                        help="XLA for the cached step (default: probed, as keras-sam finetune does)")
+    parser.add_argument("--skip-seed", action="store_true", help="time only (b), (c) and (d)")
     args = parser.parse_args(argv)
-
-    config = sam_vit_base_config()
-    keras.utils.set_random_seed(0)
-    model = SamSegmenter(TFSamModel(config))
-    model.compile(optimizer=keras.optimizers.legacy.Adam(1e-5))
-    pixels, boxes, masks = synthetic_data(args.images, config)
+    loss = DiceLoss()
     batch = args.batch_size
-    seed_data = tf.data.Dataset.from_tensor_slices(
-        ({"pixel_values": pixels, "input_boxes": boxes}, masks)).batch(batch)
 
-    seed_epochs = None
-    if not args.skip_seed:
-        print("(a) tracing the seed step...", file=sys.stderr)
-        model.fit(seed_data.take(1), epochs=1, verbose=0)
-        print("(a) timing seed epochs...", file=sys.stderr)
-        seed_epochs = timed_fit(model, seed_data, args.timed_epochs)
+    with tempfile.TemporaryDirectory() as work:
+        lesions = read_lesions(find_records(write_images(os.path.join(work, "data"), args.images)),
+                               progress=False).lesions
+        config = sam_vit_base_config()
+        keras.utils.set_random_seed(0)
+        reference = SamSegmenter(TFSamModel(config))
+        processor = reference.processor
+        prompts = PromptOptions("box", jitter=20.0)
 
-    # Trace the decoder-only step before any timing, on embeddings of the right shape.
-    vision = config.vision_config
-    side = vision.image_size // vision.patch_size
-    shape = (vision.output_channels, side, side)
-    model.compile(optimizer=keras.optimizers.legacy.Adam(1e-5), jit_compile=args.jit_compile)
-    warm = tf.data.Dataset.from_tensor_slices(
-        ({"image_embeddings": np.zeros((batch,) + shape, np.float32), "input_boxes": boxes[:batch]},
-         masks[:batch])).batch(batch)
-    model.fit(warm, epochs=1, verbose=0)
+        seed_epochs = None
+        if not args.skip_seed:
+            print("(a) seed epochs (float32, encoder every step)...", file=sys.stderr)
+            reference.compile(optimizer=default_optimizer(), loss=loss)
+            seed_data = build_dataset(lesions, processor, batch_size=batch, prompts=prompts, seed=0)
+            reference.fit(seed_data.take(1), epochs=1, verbose=0)  # trace
+            seed_epochs = timed_fit(reference, seed_data, args.timed_epochs)
 
-    keys = [f"image-{index}" for index in range(args.images)]
-    with tempfile.TemporaryDirectory() as directory:
-        cache = EmbeddingCache(model, directory, batch_size=batch)
+        print("(b) first epoch as keras-sam finetune runs it...", file=sys.stderr)
+        started = time.perf_counter()
+        precision = choose_precision(args.precision, cpu_supports_bfloat16())
+        with precision_policy(precision.value):
+            model = SamSegmenter(TFSamModel(config))
+        model.set_weights(reference.get_weights())
+        cache = EmbeddingCache(model, os.path.join(work, "cache"), batch_size=batch,
+                               preprocessing=processor.image_processor.to_json_string())
+        cache_embeddings(lesions, processor, cache, progress=False)
+        cached = build_dataset(lesions, processor, batch_size=batch, prompts=prompts, seed=0, embeddings=cache)
+        if args.jit_compile is None:
+            jit = choose_jit_compile(step_timer(model, cached, loss))
+        else:
+            jit = SpeedChoice(args.jit_compile, "asked for")
+        model.compile(optimizer=default_optimizer(), loss=loss, jit_compile=jit.value)
+        timed_fit(model, cached, 1)
+        first_epoch = time.perf_counter() - started
 
-        def cached_dataset():
-            def generate():
-                for index, key in enumerate(keys):
-                    yield ({"image_embeddings": cache.get(key), "input_boxes": boxes[index]}, masks[index])
-            signature = ({"image_embeddings": cache.spec, "input_boxes": tf.TensorSpec((4,), tf.float32)},
-                         tf.TensorSpec(masks.shape[1:], tf.float32))
-            return tf.data.Dataset.from_generator(generate, output_signature=signature).batch(batch)
-
-        print("(b) building the cache and one epoch...", file=sys.stderr)
-        start = time.perf_counter()
-        cache.add(keys, lambda key: pixels[keys.index(key)], progress=False)
-        timed_fit(model, cached_dataset(), 1)
-        first_epoch = time.perf_counter() - start
-        print("(c) timing cached epochs...", file=sys.stderr)
-        cached_epochs = timed_fit(model, cached_dataset(), args.timed_epochs)
+        print("(c) cached epochs...", file=sys.stderr)
+        cached_epochs = timed_fit(model, cached, args.timed_epochs)
+        print("(d) phases of a cached step...", file=sys.stderr)
+        breakdown = phases(model, cached, loss)
 
     seed_epoch_s = statistics.median(seed_epochs) if seed_epochs else None
     cached_epoch_s = statistics.median(cached_epochs)
@@ -126,12 +180,17 @@ def main(argv=None):
     result = {
         "images": args.images,
         "batch_size": batch,
-        "jit_compile": args.jit_compile,
+        "precision": precision.value,
+        "precision_reason": precision.reason,
+        "jit_compile": bool(jit.value),
+        "jit_compile_reason": jit.reason,
+        "probe_seconds_per_step": jit.seconds_per_step,
         "seed_epoch_s": None if seed_epoch_s is None else round(seed_epoch_s, 3),
         "first_epoch_s": round(first_epoch, 3),
         "cached_epoch_s": round(cached_epoch_s, 3),
         "speedup": ratio(seed_epoch_s, cached_epoch_s),
         "first_epoch_ratio": ratio(first_epoch, seed_epoch_s),
+        "cached_step_phases": breakdown,
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "tensorflow": tf.__version__,
         "transformers": transformers.__version__,

@@ -65,6 +65,8 @@ class EmbeddingCache:
         vision = model.sam.config.vision_config
         side = vision.image_size // vision.patch_size
         self.shape = (vision.output_channels, side, side)
+        if encoder_precision == "float32":  # the model's own: bfloat16 under a mixed precision policy
+            encoder_precision = model.sam.vision_encoder.compute_dtype
         self._prefix = hashlib.sha256(
             f"{encoder_fingerprint(model)}|{preprocessing}|{storage_dtype}|{encoder_precision}".encode()
         ).hexdigest()[:24]

@@ -4,6 +4,7 @@
     keras-sam finetune --data Dataset_BUSI_with_GT --model facebook/sam-vit-base --output run
     keras-sam evaluate --model run/model --data Dataset_BUSI_with_GT --output eval
     keras-sam predict --model run/model --image case.png --box 40,60,200,180 --output pred
+    keras-sam convert run/model run-model.keras          # to keras_sam.keras3 (Keras 3), and back
 """
 
 import argparse
@@ -14,7 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 
 import transformers  # noqa: E402
 
-from keras_sam.app.commands import run_evaluate, run_predict  # noqa: E402
+from keras_sam.app.commands import run_convert, run_evaluate, run_predict  # noqa: E402
 from keras_sam.app.errors import TrainingStopped, UsageError  # noqa: E402
 from keras_sam.app.finetune import run_finetune  # noqa: E402
 from keras_sam.app.settings import DEFAULT_JITTER, DEFAULT_PRESET, DEMO, MODEL_PRESETS  # noqa: E402
@@ -24,7 +25,7 @@ from keras_sam.losses import LOSSES  # noqa: E402
 from keras_sam.segmenter import COMPONENTS  # noqa: E402
 
 EXIT_USAGE = 2
-COMMANDS = {"finetune": run_finetune, "evaluate": run_evaluate, "predict": run_predict}
+COMMANDS = {"finetune": run_finetune, "evaluate": run_evaluate, "predict": run_predict, "convert": run_convert}
 
 
 def _number(name, kind, valid, rule):
@@ -115,14 +116,15 @@ def build_parser():
                                f"{DEMO.jitter:g} for the demo's phantoms, about half BUSI's image size)")
     finetune.add_argument("--no-embedding-cache", action="store_true",
                           help="recompute the frozen vision encoder every step (slow)")
-    finetune.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16"],
-                          help="mixed_bfloat16 computes the cached image embeddings under Keras's "
-                               "mixed-precision policy (faster on CPUs with bfloat16); the mask "
-                               "decoder and the loss stay float32")
+    finetune.add_argument("--precision", default="auto", choices=["auto", "float32", "mixed_bfloat16"],
+                          help="Keras's precision policy for the model (the cached embeddings and the "
+                               "mask decoder's steps); auto: mixed_bfloat16 where the CPU has bfloat16 "
+                               "instructions, float32 elsewhere (the shipped and tiny models: float32)")
     finetune.add_argument("--jit-compile", default=None, action=argparse.BooleanOptionalAction,
-                          help="XLA for the decoder step from cached embeddings (default: on, but off "
-                               "for " + ", ".join(name for name, preset in MODEL_PRESETS.items()
-                                                  if not preset.jit_compile)
+                          help="XLA for the decoder step from cached embeddings (default: timed each way "
+                               "on this machine at the start of the run, the faster kept; off for "
+                               + ", ".join(name for name, preset in MODEL_PRESETS.items()
+                                           if preset.jit_compile is False)
                                + ", whose steps are too short to repay compiling)")
     finetune.add_argument("--skip-bad-files", action="store_true",
                           help="warn about and leave out unreadable or inconsistent files")
@@ -154,7 +156,12 @@ def build_parser():
                          help="x0,y0,x1,y1 in image pixels; repeat for several objects")
     predict.add_argument("--point", action="append", type=parse_point, default=[],
                          help="x,y[,label] in image pixels; with boxes, added to each box's prompt")
-    for command in (parser, finetune, evaluate, predict):
+    convert = commands.add_parser(
+        "convert", help="a transformers SAM checkpoint to a Keras 3 model (.keras), or back")
+    convert.add_argument("source", help="a checkpoint folder (tf_model.h5 or model.safetensors), a "
+                                        "shipped model's name, or a .keras file of keras_sam.keras3")
+    convert.add_argument("target", help="a .keras file, or a folder for a transformers checkpoint")
+    for command in (parser, finetune, evaluate, predict, convert):
         command.error = _fail  # one line, exit status 2
     return parser
 

@@ -19,6 +19,8 @@ from keras_sam.app.errors import TrainingStopped, UsageError
 from keras_sam.app.report import best_and_worst_grid, summary_table, write_lesion_csv
 from keras_sam.app.run_directory import COMPLETE, NEW, RunDirectory
 from keras_sam.app.settings import DEMO, load_segmenter, resolve
+from keras_sam.app.speed import (SpeedChoice, choose_jit_compile, choose_precision, cpu_supports_bfloat16,
+                                 precision_policy, step_timer)
 from keras_sam.callbacks import MaskOverlayCallback, NonFiniteLossError, StopOnNonFiniteLoss
 from keras_sam.data import (DataError, PromptOptions, build_dataset, cache_embeddings, find_records,
                             read_lesions, split_lesions, steps_per_epoch, write_busi_phantoms,
@@ -42,6 +44,7 @@ class Plan:
     splits: dict
     warnings: list
     data: str
+    precision: SpeedChoice
 
 
 def run_finetune(args):
@@ -85,6 +88,7 @@ def _finetune(settings, run, overwrite):
     plan = _plan(settings, run, state)
     if state == NEW:
         run.start(settings)
+        run.record_choice("precision", plan.precision)
     else:
         print(f"Resuming the run in {run.path}.")
     write_manifest(run.manifest, plan.splits, plan.data, settings.seed, settings.val_split,
@@ -113,11 +117,15 @@ def _plan(settings, run, state):
                 write_busi_phantoms(os.path.join(staging, "data"), seed=settings.seed,
                                     counts=dict(DEMO.phantoms))
             created = True
+    precision = run.recorded_choice("precision") or choose_precision(settings.precision,
+                                                                     cpu_supports_bfloat16())
+    print(f"Precision: {precision.value} ({precision.reason}).")
     try:
         # The model first, so a bad --model fails before the data is read. Seeded, so a preset
         # built with random weights is the same model every time.
         keras.utils.set_random_seed(settings.seed)
-        model = load_segmenter(settings.model, freeze=settings.freeze)
+        with precision_policy(precision.value):
+            model = load_segmenter(settings.model, freeze=settings.freeze)
         lesion_set = read_lesions(find_records(data, settings.layout, settings.mask_suffix),
                                   on_error="skip" if settings.skip_bad_files else "raise")
         if not lesion_set.lesions:
@@ -130,21 +138,16 @@ def _plan(settings, run, state):
         raise
     for warning in warnings:
         print(f"note: {warning}")
-    return Plan(model, lesion_set, splits, warnings, data)
+    return Plan(model, lesion_set, splits, warnings, data, precision)
 
 
 def _cache_embeddings(settings, run, plan):
     """The embedding cache, filled with every image's embedding (None without one)."""
     if not settings.uses_embedding_cache:
         return None
-    bfloat16 = settings.precision == "mixed_bfloat16"
-    if bfloat16:
-        print("Image embeddings are computed in bfloat16 (mixed precision); the mask decoder and "
-              "the loss stay float32 (transformers' TFSamAttention fails under the policy).")
     processor = plan.model.processor
     cache = EmbeddingCache(plan.model, run.embedding_cache,
-                           preprocessing=processor.image_processor.to_json_string(),
-                           encoder_precision="bfloat16" if bfloat16 else "float32")
+                           preprocessing=processor.image_processor.to_json_string())
     cache_embeddings(plan.lesion_set.lesions, processor, cache)
     return cache
 
@@ -172,17 +175,17 @@ def _fit(settings, run, plan, cache):
     """Compiles and fits, resuming after the last completed epoch; keeps the best weights."""
     model, splits = plan.model, plan.splits
     processor = model.processor
-    # XLA pays off for the decoder-only step from cached embeddings (BENCHMARKS.md); with the
-    # encoder in the step it is left off.
-    model.compile(optimizer=default_optimizer(settings.learning_rate),
-                  loss=get_loss(settings.loss), jit_compile=settings.jit_compile and cache is not None)
+    common = dict(batch_size=settings.batch_size, prompts=_prompts(settings), seed=settings.seed)
+    jit_compile = _choose_jit_compile(settings, run, model, cache,
+                                      build_dataset(splits["train"], processor, embeddings=cache, **common))
+    model.compile(optimizer=default_optimizer(settings.learning_rate), loss=get_loss(settings.loss),
+                  jit_compile=jit_compile)
     backup = run.backup(model)
     initial_epoch = backup.restore()
     if initial_epoch >= settings.epochs:
         return
     if initial_epoch:
         print(f"Resuming after epoch {initial_epoch} of {settings.epochs}.")
-    common = dict(batch_size=settings.batch_size, prompts=_prompts(settings), seed=settings.seed)
     train = build_dataset(splits["train"], processor, embeddings=cache,
                           epochs=(initial_epoch, settings.epochs), **common)
     validation = build_dataset(splits["val"], processor, embeddings=cache, training=False, **common)
@@ -199,8 +202,7 @@ def _fit(settings, run, plan, cache):
         backup,  # last: an epoch counts as done once everything above has recorded it
     ]
     if settings.demo:
-        print("\nThe demo fine-tunes a tiny SAM whose weights start RANDOM, on synthetic phantoms:\n"
-              "its numbers show the machinery working, not a medical result.\n")
+        print(f"\n{DEMO.note}\n")
     try:
         model.fit(train, validation_data=validation, epochs=settings.epochs, initial_epoch=initial_epoch,
                   callbacks=callbacks, verbose=1,
@@ -209,6 +211,24 @@ def _fit(settings, run, plan, cache):
         raise TrainingStopped(
             f"{error}. The best weights so far are in {run.best_weights}; the run resumes from its "
             "last good epoch if the same command is run again.") from error
+
+
+def _choose_jit_compile(settings, run, model, cache, train):
+    """XLA for the decoder step from cached embeddings: as set, or measured once on this machine.
+
+    With the vision encoder in the step (no embedding cache) XLA stays off.
+    """
+    if cache is None:
+        return False
+    if settings.jit_compile is not None:
+        return settings.jit_compile
+    choice = run.recorded_choice("jit_compile")
+    if choice is None:
+        print("Timing the training step with and without XLA on this machine...")
+        choice = choose_jit_compile(step_timer(model, train, get_loss(settings.loss)))
+        run.record_choice("jit_compile", choice)
+    print(f"XLA: {'on' if choice.value else 'off'} ({choice.reason}).")
+    return choice.value
 
 
 def _finish(settings, run, plan, evaluation, before):
@@ -235,5 +255,5 @@ def _finish(settings, run, plan, evaluation, before):
     print(f"Metrics:  {run.metrics}")
     print(f"Logs:     tensorboard --logdir {run.logs}")
     if settings.demo:
-        print("Reminder: the weights started random; these numbers show the machinery, not a medical result.")
+        print("'before' is the pretrained model as shipped, 'box_baseline' the prompt box filled in.")
     return 0

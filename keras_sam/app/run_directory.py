@@ -5,6 +5,7 @@
     data/                  the generated phantoms (--demo only)
     embedding-cache/       image embeddings of the frozen vision encoder
     before.json            scores of the model before fine-tuning (computed once)
+    speed.json             speed options chosen on the machine that runs, and why (kept on resume)
     logs/                  TensorBoard: scalars (train, validation) and mask overlays
     checkpoints/           the best weights so far, by validation Dice
     backup/                model, optimizer and epoch count after each epoch (for resuming)
@@ -28,6 +29,7 @@ import tf_keras as keras
 
 from keras_sam.app.errors import UsageError
 from keras_sam.app.settings import RunSettings
+from keras_sam.app.speed import SpeedChoice
 from keras_sam.storage import write_json
 
 NEW, RESUME, COMPLETE = "new", "resume", "complete"
@@ -48,6 +50,7 @@ class RunDirectory:
         self.data = inside("data")
         self.embedding_cache = inside("embedding-cache")
         self.before = inside("before.json")
+        self.speed = inside("speed.json")
         self.logs = inside("logs")
         self.best_weights = inside("checkpoints", "best")
         self.backup_dir = inside("backup")
@@ -97,6 +100,26 @@ class RunDirectory:
         scores = compute()
         write_json(self.before, scores)
         return scores
+
+    def recorded_choice(self, name):
+        """The speed option `name` (a SpeedChoice) an earlier sitting of this run chose, or None.
+
+        Speed choices are kept beside the settings, not in them: a resumed run reuses what its
+        first sitting measured, and the settings it compares stay the command's own.
+        """
+        return self._choices().get(name)
+
+    def record_choice(self, name, choice):
+        """Keeps a speed choice in speed.json."""
+        choices = {key: value.to_json() for key, value in self._choices().items()}
+        choices[name] = choice.to_json()
+        write_json(self.speed, choices)
+
+    def _choices(self):
+        if not os.path.exists(self.speed):
+            return {}
+        with open(self.speed) as handle:
+            return {name: SpeedChoice.from_json(payload) for name, payload in json.load(handle).items()}
 
     def best_score_so_far(self):
         """The best validation Dice an interrupted run already reached (None for a new run)."""

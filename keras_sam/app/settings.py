@@ -21,21 +21,28 @@ class ModelPreset:
 
     Args:
         learning_rate: Adam's step size.
-        jit_compile: XLA for the decoder step from cached embeddings (it pays off only when a
-            step is long enough to repay compiling).
+        jit_compile: XLA for the decoder step from cached embeddings: True, False, or None to
+            time it each way on the machine that runs and keep the faster (keras_sam.app.speed).
+            Models whose steps are short never probe: compiling would cost more than it saves.
+        precision: "float32", "mixed_bfloat16", or None for bfloat16 where the CPU has bfloat16
+            instructions.
         random_config: for a model built with random weights rather than loaded, the function
             that makes its SamConfig.
     """
 
     learning_rate: float
-    jit_compile: bool
+    jit_compile: object = None
+    precision: object = None
     random_config: object = None
 
 
-DEFAULT_PRESET = ModelPreset(learning_rate=1e-5, jit_compile=True)
+DEFAULT_PRESET = ModelPreset(learning_rate=1e-5)
 MODEL_PRESETS = {
+    # The model shipped with keras-sam: pretrained on procedural shapes, small, short steps.
+    "sam-small-shapes": ModelPreset(learning_rate=3e-4, jit_compile=False, precision="float32"),
     # Random weights need far larger steps than pretrained ones; its steps are too short for XLA.
-    "tiny": ModelPreset(learning_rate=3e-3, jit_compile=False, random_config=tiny_sam_config),
+    "tiny": ModelPreset(learning_rate=3e-3, jit_compile=False, precision="float32",
+                        random_config=tiny_sam_config),
 }
 
 
@@ -48,11 +55,14 @@ def preset_of(model):
 class DemoPreset:
     """What `keras-sam finetune --demo` runs: generated phantoms and a model that trains in minutes."""
 
-    model: str = "tiny"
-    epochs: int = 50
+    model: str = "sam-small-shapes"
+    epochs: int = 30
     jitter: float = 10.0  # the phantoms are about half BUSI's size
     output: str = "keras-sam-demo"
     phantoms: tuple = (("benign", 40), ("malignant", 20), ("normal", 6))
+    note: str = ("The demo fine-tunes sam-small-shapes, the small SAM that comes with keras-sam "
+                 "(pretrained on procedural shapes,\nnever on ultrasound), on synthetic breast-ultrasound "
+                 "phantoms: its numbers show what fine-tuning does,\nnot a medical result.")
 
 
 DEMO = DemoPreset()
@@ -80,8 +90,8 @@ class RunSettings:
     loss: str
     jitter: float
     embedding_cache: bool
-    precision: str
-    jit_compile: bool
+    precision: str  # "auto", "float32" or "mixed_bfloat16"
+    jit_compile: object  # True, False, or None: measured on the machine that runs
     skip_bad_files: bool
 
     def to_json(self):
@@ -142,7 +152,8 @@ def resolve(args):
         learning_rate=preset.learning_rate if args.lr is None else args.lr,
         freeze=parse_freeze(args.freeze), prompt=args.prompt, val_split=args.val_split,
         test_split=args.test_split, seed=args.seed, loss=args.loss, jitter=jitter,
-        embedding_cache=not args.no_embedding_cache, precision=args.precision,
+        embedding_cache=not args.no_embedding_cache,
+        precision=(preset.precision or "auto") if args.precision == "auto" else args.precision,
         jit_compile=preset.jit_compile if args.jit_compile is None else args.jit_compile,
         skip_bad_files=args.skip_bad_files,
     )
@@ -159,9 +170,6 @@ def _check(settings):
             "1 or more: nothing is left to train on")
     if settings.val_split == 0:
         raise UsageError("--val-split 0 leaves no validation lesions to choose the best checkpoint on")
-    if settings.precision == "mixed_bfloat16" and not settings.uses_embedding_cache:
-        raise UsageError("--precision mixed_bfloat16 applies to the embedding cache: it needs the "
-                         "vision encoder frozen and no --no-embedding-cache")
 
 
 def load_segmenter(model, freeze=("vision_encoder", "prompt_encoder")):
