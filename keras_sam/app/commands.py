@@ -1,4 +1,4 @@
-"""`keras-sam evaluate` and `keras-sam predict`."""
+"""`keras-sam evaluate`, `keras-sam predict` and `keras-sam convert`."""
 
 import json
 import os
@@ -13,6 +13,7 @@ from keras_sam.app.settings import DEFAULT_JITTER, load_segmenter
 from keras_sam.data import (DataError, PromptOptions, apply_manifest, build_dataset, find_records,
                             load_image, read_lesions)
 from keras_sam.evaluation import evaluate_lesions, summarize
+from keras_sam.hub import load_tf_sam
 from keras_sam.inference import PromptError, segment_image
 from keras_sam.storage import write_json
 from keras_sam.visualization import render_overlay
@@ -84,4 +85,32 @@ def run_predict(args):
         print(f"{prediction['mask']}: {prediction['area_pixels']} pixels, "
               f"predicted IoU {prediction['predicted_iou']:.3f}")
     print(f"Masks and overlay.png in {args.output}")
+    return 0
+
+
+def run_convert(args):
+    """A transformers SAM checkpoint to a Keras 3 model file (.keras), or back to a checkpoint folder."""
+    try:
+        import keras
+
+        from keras_sam.keras3 import SamSegmenter as Keras3Segmenter
+    except ImportError as error:  # the optional Keras 3 family
+        raise UsageError("keras-sam convert needs Keras 3 and keras-hub: pip install 'keras-sam[keras3]' "
+                         f"({error})") from error
+    if args.source.endswith(".keras"):
+        if not os.path.exists(args.source):
+            raise UsageError(f"{args.source} does not exist")
+        model = keras.models.load_model(args.source)
+        if not isinstance(model, Keras3Segmenter):
+            raise UsageError(f"{args.source} holds a {type(model).__name__}, not a keras-sam Keras 3 SamSegmenter")
+    else:
+        model = Keras3Segmenter.from_pretrained(args.source)
+    if args.target.endswith(".keras"):
+        model.save(args.target)
+        print(f"Wrote the Keras 3 model {args.target} (keras.models.load_model reads it after import keras_sam.keras3).")
+        return 0
+    model.save_pretrained(args.target)
+    # tf_model.h5 beside model.safetensors, through TFSamModel itself, so both readers find their format.
+    load_tf_sam(args.target).save_pretrained(args.target)
+    print(f"Wrote the transformers checkpoint {args.target} (model.safetensors and tf_model.h5).")
     return 0

@@ -1,0 +1,19 @@
+"""keras-sam's Keras 3 model family: keras-hub's SAM trained with compile() and fit() on JAX,
+TensorFlow or PyTorch.
+
+    import os; os.environ["KERAS_BACKEND"] = "jax"   # before Keras is imported
+    from keras_sam.keras3 import SamSegmenter
+
+Importing this package never imports tf_keras or transformers' TensorFlow classes (those would
+turn `tf.keras` into tf-keras for the whole process). It shares with the tf-keras family what
+needs neither Keras: data, geometry, pre- and post-processing, the loss and metric arithmetic,
+the overlay rendering.
+"""
+
+from keras_sam.keras3.callbacks import MaskOverlayCallback
+from keras_sam.keras3.losses import DiceBCELoss, DiceLoss, FocalLoss
+from keras_sam.keras3.metrics import DiceScore, IoUScore, OnProbabilities
+from keras_sam.keras3.segmenter import COMPONENTS, SamSegmenter
+
+__all__ = ["COMPONENTS", "DiceBCELoss", "DiceLoss", "DiceScore", "FocalLoss", "IoUScore",
+           "MaskOverlayCallback", "OnProbabilities", "SamSegmenter"]

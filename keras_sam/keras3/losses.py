@@ -1,0 +1,122 @@
+"""Segmentation losses on mask logits for Keras 3 (any backend): Dice, Dice + BCE, focal.
+
+The same options, arithmetic (`keras_sam.objectives`, here through `keras.ops`) and per-pixel
+`sample_weight` rule as the tf-keras family's `keras_sam.losses`.
+"""
+
+import keras
+from keras import ops
+
+from keras_sam import objectives
+
+REDUCTIONS = ("sum_over_batch_size", "sum", "mean", "none", None)
+
+
+def per_sample_arrays(y_true, y_pred, sample_weight=None):
+    """(B, N) float32 targets and predictions, and (pixel weights, sample weights) or Nones.
+
+    Per-pixel weights (any shape with the targets' size per sample) come back scaled to mean 1
+    per sample, with their means as the sample weights.
+    """
+    y_true = ops.cast(ops.convert_to_tensor(y_true), "float32")
+    size = 1
+    for dimension in y_true.shape[1:]:
+        size *= dimension
+    y_true = objectives.flatten(ops, y_true, size)
+    y_pred = objectives.flatten(ops, ops.cast(y_pred, "float32"), size)
+    if sample_weight is None:
+        return y_true, y_pred, None, None
+    sample_weight = ops.cast(ops.convert_to_tensor(sample_weight), "float32")
+    if len(sample_weight.shape) <= 1 or all(d == 1 for d in sample_weight.shape[1:]):
+        return y_true, y_pred, None, ops.reshape(sample_weight, (-1,))
+    pixels, samples = objectives.split_pixel_weights(ops, objectives.flatten(ops, sample_weight, size))
+    return y_true, y_pred, pixels, samples
+
+
+def _reduce(values, weights, reduction):
+    weighted = values if weights is None else values * weights
+    if reduction in ("none", None):
+        return weighted
+    if reduction == "sum":
+        return ops.sum(weighted)
+    if reduction == "mean" and weights is not None:
+        return ops.sum(weighted) / ops.maximum(ops.sum(weights), 1e-12)
+    return ops.mean(weighted)
+
+
+class MaskLoss(keras.losses.Loss):
+    """A loss computed per sample from mask logits, that also takes per-pixel `sample_weight`."""
+
+    def __init__(self, reduction="sum_over_batch_size", name=None, dtype=None):
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {REDUCTIONS}; got {reduction!r}")
+        super().__init__(reduction=reduction, name=name, dtype=dtype)
+
+    def per_sample(self, y_true, logits, pixel_weights=None):
+        raise NotImplementedError
+
+    def call(self, y_true, y_pred):
+        y_true, y_pred, _, _ = per_sample_arrays(y_true, y_pred)
+        return self.per_sample(y_true, y_pred)
+
+    def __call__(self, y_true, y_pred, sample_weight=None):
+        y_true, y_pred, pixels, samples = per_sample_arrays(y_true, y_pred, sample_weight)
+        return _reduce(self.per_sample(y_true, y_pred, pixels), samples, self.reduction)
+
+
+@keras.saving.register_keras_serializable(package="keras_sam")
+class DiceLoss(MaskLoss):
+    """Dice loss on mask logits with MONAI's options (see keras_sam.losses.DiceLoss)."""
+
+    def __init__(self, sigmoid=True, squared_pred=False, jaccard=False, smooth_nr=1e-5, smooth_dr=1e-5,
+                 batch=False, reduction="sum_over_batch_size", name="dice_loss", dtype=None):
+        super().__init__(reduction=reduction, name=name, dtype=dtype)
+        objectives.check_dice_options(smooth_nr, smooth_dr)
+        self.sigmoid, self.squared_pred, self.jaccard = sigmoid, squared_pred, jaccard
+        self.smooth_nr, self.smooth_dr, self.batch = smooth_nr, smooth_dr, batch
+
+    def per_sample(self, y_true, logits, pixel_weights=None):
+        probs = ops.sigmoid(logits) if self.sigmoid else logits
+        return objectives.dice_loss(ops, y_true, probs, pixel_weights, squared_pred=self.squared_pred,
+                                    jaccard=self.jaccard, smooth_nr=self.smooth_nr,
+                                    smooth_dr=self.smooth_dr, batch=self.batch)
+
+    def get_config(self):
+        return {**super().get_config(), "sigmoid": self.sigmoid, "squared_pred": self.squared_pred,
+                "jaccard": self.jaccard, "smooth_nr": self.smooth_nr, "smooth_dr": self.smooth_dr,
+                "batch": self.batch}
+
+
+@keras.saving.register_keras_serializable(package="keras_sam")
+class DiceBCELoss(DiceLoss):
+    """Dice loss plus binary cross-entropy on the logits, each with its weight."""
+
+    def __init__(self, dice_weight=1.0, bce_weight=1.0, name="dice_bce_loss", **kwargs):
+        if kwargs.get("sigmoid") is False:
+            raise ValueError("DiceBCELoss works on logits; sigmoid=False is not supported")
+        super().__init__(name=name, **kwargs)
+        self.dice_weight, self.bce_weight = dice_weight, bce_weight
+
+    def per_sample(self, y_true, logits, pixel_weights=None):
+        dice = super().per_sample(y_true, logits, pixel_weights)
+        bce = objectives.focal_loss(ops, y_true, logits, pixel_weights, alpha=None, gamma=0.0)
+        return self.dice_weight * dice + self.bce_weight * bce
+
+    def get_config(self):
+        return {**super().get_config(), "dice_weight": self.dice_weight, "bce_weight": self.bce_weight}
+
+
+@keras.saving.register_keras_serializable(package="keras_sam")
+class FocalLoss(MaskLoss):
+    """Sigmoid focal loss on mask logits (Lin et al. 2017)."""
+
+    def __init__(self, alpha=0.25, gamma=2.0, reduction="sum_over_batch_size", name="focal_loss", dtype=None):
+        super().__init__(reduction=reduction, name=name, dtype=dtype)
+        objectives.check_focal_options(alpha, gamma)
+        self.alpha, self.gamma = alpha, gamma
+
+    def per_sample(self, y_true, logits, pixel_weights=None):
+        return objectives.focal_loss(ops, y_true, logits, pixel_weights, alpha=self.alpha, gamma=self.gamma)
+
+    def get_config(self):
+        return {**super().get_config(), "alpha": self.alpha, "gamma": self.gamma}

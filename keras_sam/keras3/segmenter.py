@@ -1,0 +1,403 @@
+"""SamSegmenter for Keras 3: keras-hub's SAM parts, trained with compile() and fit() on JAX,
+TensorFlow or PyTorch.
+
+keras-hub 0.32's own `SAMImageSegmenter` only predicts. This model holds its parts (the
+`ViTDetBackbone` image encoder, `SAMPromptEncoder`, `SAMMaskDecoder`) behind the tf-keras
+SamSegmenter's contract: the same input dict (channels-first `pixel_values` or
+`image_embeddings`, `input_boxes`, `input_points`/`input_labels`, `input_masks`), the same
+output dict, the same compile() defaults, losses, freezing, multimask training and IoU head.
+Everything is written in `keras.ops`; the training objective goes through `compute_loss`.
+"""
+
+import math
+
+import keras
+import keras_hub
+from keras import ops
+
+from keras_sam import objectives
+from keras_sam.components import COMPONENTS, frozen_names, trainable_flags  # noqa: F401  (COMPONENTS re-exported)
+from keras_sam.configs import processor_for_sizes
+from keras_sam.keras3.convert import assign_weights, read_checkpoint, save_pretrained
+from keras_sam.keras3.losses import DiceLoss, MaskLoss, per_sample_arrays
+from keras_sam.keras3.metrics import DiceScore, IoUScore, OnProbabilities
+from keras_sam.metric_routing import on_masks
+
+IMAGE_INPUTS = ("pixel_values", "image_embeddings")
+PROMPT_INPUTS = ("input_boxes", "input_points", "input_labels", "input_masks")
+# SamProcessor's normalisation, which keras-hub's image encoder applies itself.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def parts_from_sam_config(config):
+    """keras-hub's SAM parts with the architecture of a transformers `SamConfig`."""
+    vision, prompt, decoder = config.vision_config, config.prompt_encoder_config, config.mask_decoder_config
+    side = vision.image_size // vision.patch_size
+    image_encoder = keras_hub.models.ViTDetBackbone(
+        hidden_size=vision.hidden_size, num_layers=vision.num_hidden_layers,
+        intermediate_dim=vision.mlp_dim, num_heads=vision.num_attention_heads,
+        global_attention_layer_indices=list(vision.global_attn_indexes),
+        image_shape=(vision.image_size, vision.image_size, 3), patch_size=vision.patch_size,
+        num_output_channels=vision.output_channels, use_bias=vision.qkv_bias,
+        use_abs_pos=vision.use_abs_pos, use_rel_pos=vision.use_rel_pos, window_size=vision.window_size,
+        layer_norm_epsilon=vision.layer_norm_eps)
+    prompt_encoder = keras_hub.layers.SAMPromptEncoder(
+        hidden_size=prompt.hidden_size, image_embedding_size=(side, side),
+        input_image_size=(vision.image_size, vision.image_size), mask_in_channels=prompt.mask_input_channels,
+        activation="gelu")
+    mask_decoder = keras_hub.layers.SAMMaskDecoder(
+        hidden_size=decoder.hidden_size, num_layers=decoder.num_hidden_layers,
+        intermediate_dim=decoder.mlp_dim, num_heads=decoder.num_attention_heads,
+        embedding_dim=decoder.hidden_size, num_multimask_outputs=decoder.num_multimask_outputs,
+        iou_head_depth=decoder.iou_head_depth, iou_head_hidden_dim=decoder.iou_head_hidden_dim)
+    return image_encoder, prompt_encoder, mask_decoder
+
+
+def _rank2_positional_encodings(layer):
+    """keras-hub's RandomFrequencyPositionalEmbeddings with its projection as a rank-2 matmul.
+
+    On the TensorFlow backend, `coords @ matrix` with rank-3 or -4 coordinates walks into the
+    oneDNN matmul bug of TensorFlow 2.19-2.21 (wrong prompt embeddings from batch 12, crashes
+    from 16); flattening to rank 2 is exact on every backend.
+    """
+    def positional_encodings(coords):
+        coords = coords * 2 - 1
+        matrix = ops.cast(layer.positional_encoding_gaussian_matrix, layer.compute_dtype)
+        flat = ops.matmul(ops.reshape(coords, (-1, 2)), matrix)
+        coords = ops.reshape(flat, (*ops.shape(coords)[:-1], matrix.shape[-1])) * (2 * math.pi)
+        return ops.concatenate([ops.sin(coords), ops.cos(coords)], axis=-1)
+
+    layer._positional_encodings = positional_encodings
+
+
+@keras.saving.register_keras_serializable(package="keras_sam")
+class SamSegmenter(keras.Model):
+    """Segment Anything as a Keras 3 model: compile(), fit(), evaluate() and predict() on any backend.
+
+    Inputs, outputs, targets and options are the tf-keras `keras_sam.SamSegmenter`'s: a dict of
+    `pixel_values` (B, 3, S, S) or `image_embeddings` (B, C, E, E), and `input_boxes` (B, 4),
+    `input_points` (B, N, 2) with `input_labels` (B, N), and/or `input_masks` (B, G, G); out
+    come {"mask_logits": (B, M, G, G), "iou_scores": (B, M)} in float32.
+
+    Args:
+        image_encoder: a keras_hub.models.ViTDetBackbone.
+        prompt_encoder: a keras_hub.layers.SAMPromptEncoder.
+        mask_decoder: a keras_hub.layers.SAMMaskDecoder.
+        freeze: components whose weights stay fixed, among "vision_encoder", "prompt_encoder",
+            "mask_decoder" and "iou_head".
+        multimask_output: 3 masks per prompt; training uses the best one per sample.
+        iou_loss_weight: weight of the IoU head's mean-squared error.
+
+    Example:
+        >>> model = SamSegmenter.from_sam_config(keras_sam.tiny_sam_config())  # doctest: +SKIP
+        >>> model.compile()  # doctest: +SKIP
+        >>> model.fit(dataset, epochs=3)  # doctest: +SKIP
+    """
+
+    def __init__(self, image_encoder, prompt_encoder, mask_decoder, *,
+                 freeze=("vision_encoder", "prompt_encoder"), multimask_output=False, iou_loss_weight=1.0,
+                 decoder_norm_epsilon=None, **kwargs):
+        super().__init__(**kwargs)
+        self.image_encoder = image_encoder
+        self.prompt_encoder = prompt_encoder
+        self.mask_decoder = mask_decoder
+        prompt_encoder.build()
+        mask_decoder.build()
+        _rank2_positional_encodings(prompt_encoder.positional_embedding_layer)
+        # keras-hub fixes the two-way transformer's LayerNorm epsilon at 1e-5; transformers' SAM
+        # configs say 1e-6. The model keeps (and saves) the one its weights were trained with.
+        self.decoder_norm_epsilon = decoder_norm_epsilon
+        if decoder_norm_epsilon is not None:
+            for layer in mask_decoder.transformer._flatten_layers():
+                if isinstance(layer, keras.layers.LayerNormalization):
+                    layer.epsilon = decoder_norm_epsilon
+        self.image_size = image_encoder.image_shape[0]
+        self.embedding_side = prompt_encoder.image_embedding_size[0]
+        self.mask_grid = 4 * self.embedding_side
+        self._multimask_output = bool(multimask_output)
+        self._iou_loss_weight = float(iou_loss_weight)
+        object.__setattr__(self, "_compile_arguments", None)  # not tracked (see compile)
+        self.freeze = freeze
+        self._iou_loss_tracker = keras.metrics.Mean(name="iou_head_loss")
+        self.built = True
+
+    @classmethod
+    def from_sam_config(cls, config, **kwargs):
+        """A model with random weights and the architecture of a transformers SamConfig."""
+        return cls(*parts_from_sam_config(config), decoder_norm_epsilon=config.mask_decoder_config.layer_norm_eps,
+                   **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, **kwargs):
+        """Loads a transformers SAM checkpoint (tf_model.h5 or model.safetensors) into a Keras 3 model.
+
+        Args:
+            name_or_path: a model shipped with keras-sam ("sam-small-shapes") or a folder written by
+                `save_pretrained` (config.json beside the weights).
+            **kwargs: freeze, multimask_output, iou_loss_weight.
+        """
+        config, weights = read_checkpoint(name_or_path)
+        model = cls.from_sam_config(config, **kwargs)
+        assign_weights((model.image_encoder, model.prompt_encoder, model.mask_decoder), weights)
+        return model
+
+    def save_pretrained(self, folder):
+        """Writes the model as a transformers checkpoint (config.json, model.safetensors, processor):
+        `TFSamModel.from_pretrained(folder)` and the tf-keras SamSegmenter read it."""
+        save_pretrained(self, folder)
+
+    @classmethod
+    def from_preset(cls, preset, **kwargs):
+        """keras-hub's SAM presets ("sam_base_sa1b", ...), downloaded by keras-hub.
+
+        Raises:
+            OSError: one line when the preset cannot be downloaded (no network).
+        """
+        try:
+            backbone = keras_hub.models.SAMBackbone.from_preset(preset)
+        except Exception as error:  # keras-hub and kagglehub raise many kinds when offline
+            raise OSError(f"could not load keras-hub preset {preset!r} ({type(error).__name__}: "
+                          f"{str(error).splitlines()[0] if str(error) else ''}); it is downloaded from "
+                          "Kaggle: check the network, or convert a local transformers checkpoint with "
+                          "keras-sam convert") from error
+        return cls(backbone.image_encoder, backbone.prompt_encoder, backbone.mask_decoder, **kwargs)
+
+    @property
+    def processor(self):
+        """The SamProcessor whose resizing and padding match this model."""
+        return processor_for_sizes(self.image_size, self.mask_grid)
+
+    @property
+    def multimask_output(self):
+        """Whether each prompt gets 3 masks or 1; changing it re-traces the next step."""
+        return self._multimask_output
+
+    @multimask_output.setter
+    def multimask_output(self, value):
+        self._multimask_output = bool(value)
+        self.train_function = self.test_function = self.predict_function = None
+
+    @property
+    def iou_loss_weight(self):
+        """Weight of the IoU head's mean-squared error; changing it re-traces the next step."""
+        return self._iou_loss_weight
+
+    @iou_loss_weight.setter
+    def iou_loss_weight(self, value):
+        self._iou_loss_weight = float(value)
+        self.train_function = self.test_function = self.predict_function = None
+
+    # ------------------------------------------------------------------------ freezing
+    @property
+    def freeze(self):
+        """Names of the frozen components; assign a new list to change it, even after compile."""
+        return self._frozen
+
+    @freeze.setter
+    def freeze(self, names):
+        self._frozen = frozen_names(names)
+        for name, trainable in trainable_flags(self._frozen).items():
+            self._component(name).trainable = trainable
+        if self._compile_arguments is not None:
+            self.compile(**self._compile_arguments)
+
+    def _component(self, name):
+        return {"vision_encoder": self.image_encoder, "prompt_encoder": self.prompt_encoder,
+                "mask_decoder": self.mask_decoder,
+                "iou_head": self.mask_decoder.iou_prediction_head}[name]
+
+    # ------------------------------------------------------------------------ forward
+    def image_embeddings(self, pixel_values):
+        """(B, 3, S, S) processor-normalised pixel values -> (B, C, E, E) float32 embeddings."""
+        return ops.cast(ops.transpose(self._encode(pixel_values), (0, 3, 1, 2)), "float32")
+
+    def _encode(self, pixel_values):
+        images = ops.transpose(ops.cast(pixel_values, "float32"), (0, 2, 3, 1))
+        # keras-hub's encoder normalises [0, 1] images itself: undo the processor's normalisation.
+        images = images * ops.array(IMAGENET_STD, "float32") + ops.array(IMAGENET_MEAN, "float32")
+        return self.image_encoder(images)
+
+    def call(self, inputs, training=None):
+        """{"mask_logits": (B, M, G, G), "iou_scores": (B, M)} in float32 for the input dict."""
+        _check_keys(inputs)
+        if inputs.get("image_embeddings") is not None:
+            embeddings = ops.transpose(ops.cast(inputs["image_embeddings"], self.compute_dtype), (0, 2, 3, 1))
+        else:
+            embeddings = self._encode(inputs["pixel_values"])
+        prompts = self.prompt_encoder(**self._prompts(inputs))
+        decoded = self.mask_decoder(
+            image_embeddings=embeddings,
+            prompt_dense_positional_embeddings=prompts["prompt_dense_positional_embeddings"],
+            prompt_sparse_embeddings=prompts["prompt_sparse_embeddings"],
+            prompt_dense_embeddings=prompts["prompt_dense_embeddings"])
+        chosen = slice(1, None) if self.multimask_output else slice(0, 1)
+        return {"mask_logits": ops.cast(decoded["masks"][:, chosen], "float32"),
+                "iou_scores": ops.cast(decoded["iou_pred"][:, chosen], "float32")}
+
+    def _prompts(self, inputs):
+        """The input dict's prompts in keras-hub's layout (boxes as corners, points padded)."""
+        prompts = {}
+        boxes = inputs.get("input_boxes")
+        if boxes is not None:
+            boxes = _one_set("input_boxes", ops.cast(boxes, "float32"), (4,), "(B, 4) or (B, 1, 4)")
+            prompts["boxes"] = ops.reshape(boxes, (-1, 1, 2, 2))
+        points = inputs.get("input_points")
+        if points is not None:
+            points = _one_set("input_points", ops.cast(points, "float32"), (None, 2), "(B, N, 2) or (B, 1, N, 2)")
+            points = points[:, 0]
+            labels = inputs.get("input_labels")
+            if labels is None:
+                labels = ops.ones(ops.shape(points)[:2], "float32")
+            else:
+                labels = _one_set("input_labels", ops.cast(labels, "float32"), (None,), "(B, N) or (B, 1, N)")[:, 0]
+            if boxes is None:  # SAM pads points given alone with a point labelled "not a point"
+                points = ops.concatenate([points, ops.zeros_like(points[:, :1])], axis=1)
+                labels = ops.concatenate([labels, -ops.ones_like(labels[:, :1])], axis=1)
+            prompts["points"], prompts["labels"] = points, labels
+        masks = inputs.get("input_masks")
+        if masks is not None:
+            grid = self.mask_grid
+            masks = _one_set("input_masks", ops.cast(masks, "float32"), (grid, grid),
+                             f"(B, {grid}, {grid}) or (B, 1, {grid}, {grid}) on the {grid}x{grid} logits grid")
+            prompts["masks"] = masks[..., None]
+        return prompts
+
+    def segment(self, inputs, training=False):
+        """`self(inputs)` as (mask_logits, iou_scores)."""
+        outputs = self(inputs, training=training)
+        return outputs["mask_logits"], outputs["iou_scores"]
+
+    # ------------------------------------------------------------------------ training
+    def compile(self, optimizer="auto", loss="auto", metrics="auto", weighted_metrics=None, **kwargs):
+        """As the tf-keras SamSegmenter.compile: Adam(1e-5), DiceLoss, Dice and IoU by default;
+        metrics get probabilities (B, G, G, 1), `from_logits` ones the logits."""
+        if isinstance(optimizer, str) and optimizer == "auto":
+            optimizer = keras.optimizers.Adam(learning_rate=1e-5)
+        if isinstance(loss, str) and loss == "auto":
+            loss = DiceLoss()
+        if isinstance(metrics, str) and metrics == "auto":
+            metrics = [DiceScore(), IoUScore()]
+        arguments = dict(optimizer=optimizer, loss=loss, metrics=on_masks(metrics, keras, OnProbabilities),
+                         weighted_metrics=on_masks(weighted_metrics, keras, OnProbabilities), **kwargs)
+        object.__setattr__(self, "_compile_arguments", arguments)  # not tracked: no duplicate metrics
+        super().compile(**arguments)
+
+    def compile_from_config(self, config):
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built and getattr(self.optimizer, "built", True) is False:
+            self.optimizer.build(self.trainable_variables)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """The compiled loss on the trained mask (best of M by loss), plus the IoU head's error."""
+        y = self._targets(y)
+        pixel_weights = self._pixel_weights(sample_weight)
+        logits, iou_scores = y_pred["mask_logits"], y_pred["iou_scores"]
+        if logits.shape[1] == 1:
+            trained = logits[:, 0]
+        else:
+            per_mask = ops.stack([self._per_sample_loss(y, logits[:, m], pixel_weights)
+                                  for m in range(logits.shape[1])], axis=1)
+            best = ops.argmin(per_mask, axis=1)
+            trained = ops.take_along_axis(logits, best[:, None, None, None], axis=1)[:, 0]
+        loss = super().compute_loss(x, y[..., None], trained[..., None], pixel_weights, training=training)
+        if self.iou_loss_weight and self._component("iou_head").trainable:
+            _, _, _, sample_weights = per_sample_arrays(y, y, pixel_weights)
+            true_iou = ops.stack([self._iou(y, logits[:, m] > 0) for m in range(logits.shape[1])], axis=1)
+            squared_error = ops.mean(ops.square(iou_scores - ops.stop_gradient(true_iou)), axis=1)
+            self._iou_loss_tracker.update_state(squared_error, sample_weight=sample_weights)
+            if sample_weights is not None:
+                squared_error = squared_error * sample_weights
+            loss = loss + self.iou_loss_weight * ops.mean(squared_error)
+        return loss
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        best = ops.argmax(y_pred["iou_scores"], axis=1)
+        logits = ops.take_along_axis(y_pred["mask_logits"], best[:, None, None, None], axis=1)[:, 0]
+        return super().compute_metrics(x, self._targets(y)[..., None], logits[..., None],
+                                       self._pixel_weights(sample_weight))
+
+    def _iou(self, y, predicted):
+        y_true, predicted, _, _ = per_sample_arrays(y, ops.cast(predicted, "float32"))
+        return objectives.overlap_scores(ops, y_true, predicted)[1]
+
+    def _per_sample_loss(self, y, logits, pixel_weights):
+        loss = self.loss
+        if isinstance(loss, MaskLoss):
+            y_true, logits, pixels, _ = per_sample_arrays(y, logits, pixel_weights)
+            return loss.per_sample(y_true, logits, pixels)
+        function = keras.losses.get(loss) if isinstance(loss, str) else loss
+        function = function.call if isinstance(function, keras.losses.Loss) else function
+        values = function(y[..., None], logits[..., None])
+        _, values, pixels, _ = per_sample_arrays(y, values, pixel_weights)
+        return ops.mean(values if pixels is None else values * pixels, axis=1)
+
+    def _targets(self, y):
+        if y is None:
+            raise ValueError("fit/evaluate need targets: binary masks on the logits grid")
+        grid = self.mask_grid
+        y = _one_set("targets", ops.cast(y, "float32"), (grid, grid),
+                     f"(B, {grid}, {grid}) or (B, 1, {grid}, {grid}) on the model's logits grid "
+                     "(resize and pad them like the image: SamProcessor's segmentation_maps does)")
+        return y[:, 0]
+
+    def _pixel_weights(self, sample_weight):
+        if sample_weight is None:
+            return None
+        weights = ops.cast(sample_weight, "float32")
+        grid = self.mask_grid
+        if len(weights.shape) <= 1 or (len(weights.shape) == 2 and weights.shape[1] == 1):
+            return ops.reshape(weights, (-1, 1, 1)) * ops.ones((1, grid, grid))
+        return _one_set("sample_weight", weights, (grid, grid),
+                        f"(B,) per sample, or (B, {grid}, {grid}) or (B, 1, {grid}, {grid}) per pixel")[:, 0]
+
+    # ------------------------------------------------------------------------ saving
+    def get_config(self):
+        return {
+            "image_encoder": keras.saving.serialize_keras_object(self.image_encoder),
+            "prompt_encoder": keras.saving.serialize_keras_object(self.prompt_encoder),
+            "mask_decoder": keras.saving.serialize_keras_object(self.mask_decoder),
+            "freeze": list(self.freeze),
+            "multimask_output": self.multimask_output,
+            "iou_loss_weight": self.iou_loss_weight,
+            "decoder_norm_epsilon": self.decoder_norm_epsilon,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        parts = [keras.saving.deserialize_keras_object(config.pop(key))
+                 for key in ("image_encoder", "prompt_encoder", "mask_decoder")]
+        return cls(*parts, **config)
+
+
+def _check_keys(inputs):
+    if not hasattr(inputs, "keys"):
+        raise TypeError("SamSegmenter inputs must be a dict with keys among "
+                        f"{', '.join(IMAGE_INPUTS + PROMPT_INPUTS)}; got {type(inputs).__name__}")
+    unknown = sorted(set(inputs) - set(IMAGE_INPUTS + PROMPT_INPUTS))
+    if unknown:
+        raise ValueError(f"unknown input key(s) {', '.join(map(repr, unknown))}; SamSegmenter takes "
+                         f"{', '.join(IMAGE_INPUTS + PROMPT_INPUTS)}")
+    images = [key for key in IMAGE_INPUTS if inputs.get(key) is not None]
+    if len(images) != 1:
+        raise ValueError("give exactly one of pixel_values and image_embeddings; got "
+                         f"{', '.join(images) if images else 'neither'}")
+    if not any(inputs.get(key) is not None for key in ("input_boxes", "input_points", "input_masks")):
+        raise ValueError("no prompt: give input_boxes, input_points (with input_labels) or input_masks")
+    if inputs.get("input_labels") is not None and inputs.get("input_points") is None:
+        raise ValueError("input_labels given without input_points")
+
+
+def _one_set(name, tensor, tail, expected):
+    """`tensor` (B, *tail) or (B, 1, *tail) -> (B, 1, *tail); wrong known sizes raise ValueError."""
+    shape = tuple(tensor.shape)
+    if len(shape) == len(tail) + 1:
+        tensor = ops.expand_dims(tensor, 1)
+    elif len(shape) != len(tail) + 2 or shape[1] not in (None, 1):
+        raise ValueError(f"{name} must have shape {expected}; got {shape}")
+    for have, need in zip(tuple(tensor.shape)[2:], tail):
+        if need is not None and have is not None and have != need:
+            raise ValueError(f"{name} must have shape {expected}; got {shape}")
+    return tensor
