@@ -2,7 +2,8 @@
 
 Your script already has a model and datasets of (inputs, masks); MaskOverlayCallback takes a few
 validation samples and draws, every epoch, the predicted mask, the true outline and the prompt into
-the TensorBoard run. Offline on the tiny model and generated disks.
+the TensorBoard run. Offline on sam-small-shapes (the small SAM that comes with keras-sam) and
+generated disks.
 
     python examples/add_overlay_callback.py --output example-overlays
     tensorboard --logdir example-overlays/logs
@@ -14,14 +15,13 @@ import os
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
-from transformers import TFSamModel
 
-from keras_sam import SamSegmenter, tiny_sam_config
+from keras_sam import SamSegmenter
 from keras_sam.callbacks import MaskOverlayCallback
 
 
 def disks(count, seed):
-    """Your data: bright disks, their boxes and masks (SamSegmenter inputs on the tiny grid)."""
+    """Your data: bright disks, their boxes and masks (inputs for a 256x256 model, 64x64 masks)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:64, :64]
     x, y = {"pixel_values": [], "input_boxes": []}, []
@@ -41,8 +41,8 @@ def main():
     parser.add_argument("--epochs", type=int, default=5)
     args = parser.parse_args()
     train, val = disks(64, seed=0), disks(16, seed=1)
-    model = SamSegmenter(TFSamModel(tiny_sam_config()))
-    model.compile(optimizer=keras.optimizers.legacy.Adam(3e-3))
+    model = SamSegmenter.from_pretrained("sam-small-shapes")
+    model.compile(optimizer=keras.optimizers.Adam(3e-4))
     logs = os.path.join(args.output, "logs")
     model.fit(train, validation_data=val, epochs=args.epochs, callbacks=[
         keras.callbacks.TensorBoard(logs),

@@ -1,8 +1,9 @@
 """Prompt SAM with points and with a box, and show the masks with their IoU scores.
 
 The keras.io example's first half: load SAM and its processor, show points and boxes on an image,
-predict masks and show them with the model's IoU scores. Runs offline on the tiny random model;
-set KERAS_SAM_MODEL=facebook/sam-vit-base (or a saved directory) for a real checkpoint.
+predict masks and show them with the model's IoU scores. Runs offline on sam-small-shapes, the
+small SAM that comes with keras-sam; set KERAS_SAM_MODEL=facebook/sam-vit-base (or a saved
+directory) for another checkpoint.
 
     python examples/prompt_with_points_and_boxes.py --output example-prompts
 """
@@ -11,9 +12,7 @@ import argparse
 import os
 import tempfile
 
-from transformers import TFSamModel
-
-from keras_sam import SamSegmenter, tiny_sam_config
+from keras_sam import SamSegmenter
 from keras_sam.data import load_image, load_mask, write_busi_phantoms
 from keras_sam.geometry import box_from_mask
 from keras_sam.inference import segment_image
@@ -27,11 +26,8 @@ def main():
     os.makedirs(args.output, exist_ok=True)
 
     # Three candidate masks per prompt, as SAM does by default.
-    name = os.environ.get("KERAS_SAM_MODEL")
-    if name:
-        model = SamSegmenter.from_pretrained(name, multimask_output=True)
-    else:
-        model = SamSegmenter(TFSamModel(tiny_sam_config()), multimask_output=True)
+    model = SamSegmenter.from_pretrained(os.environ.get("KERAS_SAM_MODEL", "sam-small-shapes"),
+                                         multimask_output=True)
     data = write_busi_phantoms(tempfile.mkdtemp(), counts={"benign": 1}, seed=3, duplicates=0)
     image = load_image(os.path.join(data, "benign", "benign (1).png"))
     # Prompts as a user would click them: a box around the lesion and a point at its centre.
