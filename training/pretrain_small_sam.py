@@ -121,9 +121,16 @@ class ScenePool:
 
 
 # ----------------------------------------------------------------------------- training
-def build_models(learning_rate, steps):
+def build_models(learning_rate, steps, seed):
     """Two SamSegmenters over one TFSamModel and one optimizer: single-mask (boxes) and 3 masks."""
     sam = TFSamModel(small_sam_config())
+    sam.build_in_name_scope()
+    # SAM's prompt and image positional encodings are random Fourier features with frequencies
+    # drawn at scale 1 (Kirillov et al. 2023). transformers draws them at scale hidden_size / 2,
+    # which checkpoints overwrite; from scratch that aliases every position into noise, and the
+    # model learns to ignore where its prompt is.
+    frequencies = sam.shared_image_embedding.positional_embedding
+    frequencies.assign(np.random.default_rng(seed).standard_normal(frequencies.shape).astype(np.float32))
     schedule = keras.optimizers.schedules.CosineDecay(
         0.0, decay_steps=max(1, steps - steps // 20), warmup_target=learning_rate,
         warmup_steps=steps // 20, alpha=0.05)
@@ -226,7 +233,7 @@ def main(argv=None):
     log(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {command}")
     log(f"tensorflow {tf.__version__}, {os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}")
     keras.utils.set_random_seed(args.seed)  # the initial weights
-    models, optimizer = build_models(args.learning_rate, args.steps)
+    models, optimizer = build_models(args.learning_rate, args.steps, args.seed)
     weights = sum(int(np.prod(w.shape)) for w in models["box"].sam.weights)
     log(f"model: {weights} weights; pool of {args.scenes} scenes from seed {args.seed}")
     pool = ScenePool(args.seed, args.scenes)
