@@ -8,24 +8,23 @@ the data set's size and a killed run never leaves a half-written entry.
 """
 
 import hashlib
-import json
 import os
 
 import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from keras_sam.precision import bfloat16_vision_encoder
 from keras_sam.storage import atomic_file, content_key
 
 
 def encoder_fingerprint(model):
-    """A digest of the vision encoder's configuration and every one of its weights."""
+    """A digest of the vision encoder's computing precision and every one of its weights."""
     digest = hashlib.blake2b(digest_size=16)
-    digest.update(json.dumps(model.sam.config.vision_config.to_dict(), sort_keys=True).encode())
-    for weight in model.sam.vision_encoder.weights:
-        digest.update(weight.name.encode())
-        digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
+    digest.update(f"{model.embedding_shape}|{model.encoder_dtype}".encode())
+    for weight in model.encoder_weights:
+        value = np.asarray(weight)
+        digest.update(str(value.shape).encode())
+        digest.update(np.ascontiguousarray(value).tobytes())
     return digest.hexdigest()
 
 
@@ -33,14 +32,13 @@ class EmbeddingCache:
     """Image embeddings of one model's vision encoder, by content key.
 
     Args:
-        model: the SamSegmenter whose (frozen) vision encoder computes the embeddings.
+        model: the SamSegmenter (either family) whose frozen vision encoder computes the
+            embeddings; built under `mixed_bfloat16`, it computes them in bfloat16 (keyed apart).
         directory: where entries are stored; None keeps them in memory (small sets).
         storage_dtype: "float16" (default, half the disk) or "float32" (bit-exact).
         batch_size: images per vision-encoder call when computing.
         preprocessing: a string describing the preprocessing (e.g. the processor's JSON), part of
             the key.
-        encoder_precision: "float32", or "bfloat16" to run the vision encoder under Keras's
-            mixed_bfloat16 policy (faster on CPUs with bfloat16 support; see keras_sam.precision).
 
     Example:
         >>> cache = EmbeddingCache(model, "cache/")  # doctest: +SKIP
@@ -49,10 +47,7 @@ class EmbeddingCache:
         (256, 64, 64)
     """
 
-    def __init__(self, model, directory=None, *, storage_dtype="float16", batch_size=4,
-                 preprocessing="", encoder_precision="float32"):
-        if encoder_precision not in ("float32", "bfloat16"):
-            raise ValueError(f"encoder_precision must be 'float32' or 'bfloat16'; got {encoder_precision!r}")
+    def __init__(self, model, directory=None, *, storage_dtype="float16", batch_size=4, preprocessing=""):
         if storage_dtype not in ("float16", "float32"):
             raise ValueError(f"storage_dtype must be 'float16' or 'float32'; got {storage_dtype!r}")
         if batch_size < 1:
@@ -62,17 +57,10 @@ class EmbeddingCache:
         self.storage_dtype = storage_dtype
         self.batch_size = batch_size
         self._memory = {}
-        vision = model.sam.config.vision_config
-        side = vision.image_size // vision.patch_size
-        self.shape = (vision.output_channels, side, side)
-        if encoder_precision == "float32":  # the model's own: bfloat16 under a mixed precision policy
-            encoder_precision = model.sam.vision_encoder.compute_dtype
+        self.shape = tuple(model.embedding_shape)
         self._prefix = hashlib.sha256(
-            f"{encoder_fingerprint(model)}|{preprocessing}|{storage_dtype}|{encoder_precision}".encode()
-        ).hexdigest()[:24]
+            f"{encoder_fingerprint(model)}|{preprocessing}|{storage_dtype}".encode()).hexdigest()[:24]
         self._encode = model.image_embeddings
-        if encoder_precision == "bfloat16":
-            self._encode = bfloat16_vision_encoder(model.sam)
         if self.directory:
             os.makedirs(self.directory, exist_ok=True)
 
@@ -106,7 +94,7 @@ class EmbeddingCache:
         for start in range(0, len(missing), self.batch_size):
             chunk = missing[start:start + self.batch_size]
             pixels = np.stack([load_pixels(key) for key in chunk])
-            embeddings = self._encode(pixels).numpy()
+            embeddings = np.asarray(self._encode(pixels))
             for key, embedding in zip(chunk, embeddings):
                 self._store(key, embedding.astype(self.storage_dtype))
             bar.update(len(chunk))

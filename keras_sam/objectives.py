@@ -112,8 +112,8 @@ def score_sums(ops, y_true, logits, pixel_weights, sample_weights, threshold, wh
         threshold: logit above which a pixel is in the mask.
         which: 0 for Dice, 1 for IoU.
     """
-    truth = ops.cast(y_true > 0.5, "float32")
-    predicted = ops.cast(logits > threshold, "float32")
+    truth = ops.where(y_true > 0.5, ops.ones_like(y_true), ops.zeros_like(y_true))
+    predicted = ops.where(logits > threshold, ops.ones_like(logits), ops.zeros_like(logits))
     scores = overlap_scores(ops, truth, predicted, pixel_weights)[which]
     weights = ops.ones_like(scores) if sample_weights is None else sample_weights * ops.ones_like(scores)
     return ops.sum(scores * weights), ops.sum(weights)

@@ -1,6 +1,7 @@
 """SamSegmenter: a tf-keras model over transformers' TFSamModel that fine-tunes with compile() and fit()."""
 
 import collections
+import warnings
 from collections.abc import Mapping
 
 import tensorflow as tf
@@ -8,15 +9,15 @@ import tensorflow.experimental.numpy as tnp
 import tf_keras as keras
 from transformers import SamConfig
 
+from keras_sam import objectives
 from keras_sam.callbacks import LearningRateLogger
+from keras_sam.components import COMPONENTS, frozen_names, trainable_flags  # noqa: F401  (COMPONENTS re-exported)
 from keras_sam.configs import mask_grid_of, processor_for_config
 from keras_sam.hub import load_tf_sam, require_tf_sam
-from keras_sam.keras_checks import reject_keras3
-from keras_sam import objectives
-from keras_sam.components import COMPONENTS, frozen_names, trainable_flags  # noqa: F401  (COMPONENTS re-exported)
 from keras_sam.input_contract import assert_binary, conform
-from keras_sam.metric_routing import metric_object, on_masks
+from keras_sam.keras_checks import reject_keras3
 from keras_sam.losses import DiceLoss, MaskLoss, per_sample_arrays
+from keras_sam.metric_routing import metric_object, on_masks
 from keras_sam.metrics import DiceScore, IoUScore
 from keras_sam.storage import atomic_directory
 from keras_sam.tf_sam_patches import patch_tf_sam
@@ -293,6 +294,23 @@ class SamSegmenter(keras.Model):
         """The SamProcessor whose resizing and padding match this model's configuration."""
         return processor_for_config(self.sam.config)
 
+    @property
+    def embedding_shape(self):
+        """(C, E, E): one image embedding's shape."""
+        vision = self.sam.config.vision_config
+        side = vision.image_size // vision.patch_size
+        return (vision.output_channels, side, side)
+
+    @property
+    def encoder_weights(self):
+        """The vision encoder's weights (what an image embedding depends on)."""
+        return self.sam.vision_encoder.weights
+
+    @property
+    def encoder_dtype(self):
+        """The dtype the vision encoder computes in ("bfloat16" under mixed_bfloat16)."""
+        return self.sam.vision_encoder.compute_dtype
+
     def image_embeddings(self, pixel_values):
         """Runs the vision encoder: (B, 3, S, S) pixel values -> (B, C, E, E) image embeddings."""
         return self._encode(tf.cast(pixel_values, self.compute_dtype))
@@ -334,22 +352,29 @@ class SamSegmenter(keras.Model):
             metrics = [DiceScore(), IoUScore()]
         arguments = dict(optimizer=optimizer, loss=loss, metrics=on_masks(metrics, keras, OnProbabilities),
                          weighted_metrics=on_masks(weighted_metrics, keras, OnProbabilities), **kwargs)
-        self._remember_compile_arguments(arguments)
         self._apply_freeze()  # also after loading a SavedModel, which revives layers trainable
-        optimizer = keras.optimizers.get(optimizer)
-        if isinstance(optimizer, keras.optimizers.Optimizer):
-            # Its variables exist from now on, so a saved model's optimizer state finds them.
-            optimizer.build(self.trainable_variables)
-        super().compile(**{**arguments, "optimizer": optimizer})
+        trainable = {id(variable) for variable in self.trainable_variables}
+        if optimizer is getattr(self, "optimizer", None) and not trainable <= self._optimized:
+            # Unfrozen after compile: Adam and its kind hold state only for the weights they
+            # were built with. Start it afresh, as a new optimizer would.
+            warnings.warn("SamSegmenter: weights became trainable after compile(); the optimizer starts "
+                          "afresh (its state only covered the weights trainable before)", stacklevel=3)
+            optimizer = optimizer.__class__.from_config(optimizer.get_config())
+            arguments["optimizer"] = optimizer
+        self._remember_compile_arguments(arguments, trainable)
+        super().compile(**arguments)
 
     @tf.__internal__.tracking.no_automatic_dependency_tracking
-    def _remember_compile_arguments(self, arguments):
+    def _remember_compile_arguments(self, arguments, trainable):
         # Not tracked: the model would list these metrics twice and checkpoint the optimizer twice.
         self._compile_arguments = arguments
+        self._optimized = trainable
 
     def compile_from_config(self, config):
         """Compiles as a saved model was compiled (`keras.models.load_model` calls it)."""
         self.compile(**keras.saving.deserialize_keras_object(config))
+        if isinstance(self.optimizer, keras.optimizers.Optimizer):
+            self.optimizer.build(self.trainable_variables)  # so its saved state has somewhere to go
 
     def save(self, filepath, overwrite=True, save_format=None, **kwargs):
         """`keras.Model.save` to a `.keras` file or a SavedModel folder (a path without extension).

@@ -13,6 +13,7 @@ import math
 
 import keras
 import keras_hub
+import numpy as np
 from keras import ops
 
 from keras_sam import objectives
@@ -208,15 +209,31 @@ class SamSegmenter(keras.Model):
                 "iou_head": self.mask_decoder.iou_prediction_head}[name]
 
     # ------------------------------------------------------------------------ forward
-    def image_embeddings(self, pixel_values):
-        """(B, 3, S, S) processor-normalised pixel values -> (B, C, E, E) float32 embeddings."""
-        return ops.cast(ops.transpose(self._encode(pixel_values), (0, 3, 1, 2)), "float32")
+    @property
+    def embedding_shape(self):
+        """(C, E, E): one image embedding's shape."""
+        return (self.image_encoder.num_output_channels, self.embedding_side, self.embedding_side)
 
-    def _encode(self, pixel_values):
+    @property
+    def encoder_weights(self):
+        """The image encoder's weights (what an image embedding depends on)."""
+        return [keras.ops.convert_to_numpy(weight) for weight in self.image_encoder.weights]
+
+    @property
+    def encoder_dtype(self):
+        """The dtype the image encoder computes in."""
+        return self.image_encoder.compute_dtype
+
+    def image_embeddings(self, pixel_values):
+        """(B, 3, S, S) processor-normalised pixel values -> (B, C, E, E) float32 NumPy embeddings."""
+        embeddings = self.image_encoder.predict(self._images(pixel_values), verbose=0)
+        return np.transpose(np.asarray(embeddings, np.float32), (0, 3, 1, 2))
+
+    def _images(self, pixel_values):
+        """Processor-normalised channels-first pixels -> the [0, 1] channels-last images keras-hub's
+        encoder takes (it normalises them itself)."""
         images = ops.transpose(ops.cast(pixel_values, "float32"), (0, 2, 3, 1))
-        # keras-hub's encoder normalises [0, 1] images itself: undo the processor's normalisation.
-        images = images * ops.array(IMAGENET_STD, "float32") + ops.array(IMAGENET_MEAN, "float32")
-        return self.image_encoder(images)
+        return images * ops.array(IMAGENET_STD, "float32") + ops.array(IMAGENET_MEAN, "float32")
 
     def call(self, inputs, training=None):
         """{"mask_logits": (B, M, G, G), "iou_scores": (B, M)} in float32 for the input dict."""
@@ -224,7 +241,7 @@ class SamSegmenter(keras.Model):
         if inputs.get("image_embeddings") is not None:
             embeddings = ops.transpose(ops.cast(inputs["image_embeddings"], self.compute_dtype), (0, 2, 3, 1))
         else:
-            embeddings = self._encode(inputs["pixel_values"])
+            embeddings = self.image_encoder(self._images(inputs["pixel_values"]))
         prompts = self.prompt_encoder(**self._prompts(inputs))
         decoded = self.mask_decoder(
             image_embeddings=embeddings,
