@@ -12,7 +12,6 @@ import tf_keras as keras
 
 from keras_sam import objectives
 from keras_sam.losses import per_sample_arrays
-from keras_sam.objectives import dice_per_sample, iou_per_sample  # noqa: F401  (NumPy scores, kept here too)
 
 
 class _MeanPerSampleScore(keras.metrics.Metric):

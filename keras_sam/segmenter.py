@@ -11,7 +11,7 @@ from transformers import SamConfig
 
 from keras_sam import objectives
 from keras_sam.callbacks import LearningRateLogger
-from keras_sam.components import COMPONENTS, frozen_names, trainable_flags  # noqa: F401  (COMPONENTS re-exported)
+from keras_sam.components import frozen_names, trainable_flags
 from keras_sam.configs import mask_grid_of, processor_for_config
 from keras_sam.hub import load_tf_sam, require_tf_sam
 from keras_sam.input_contract import assert_binary, conform

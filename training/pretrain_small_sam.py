@@ -16,7 +16,6 @@ TFSamModel and one optimizer.
 
 import argparse
 import json
-import math
 import os
 import platform
 import sys
@@ -33,7 +32,7 @@ from transformers import (SamConfig, SamMaskDecoderConfig, SamPromptEncoderConfi
 from keras_sam import DiceBCELoss, SamSegmenter, processor_for_config
 from keras_sam.geometry import box_from_mask, box_mask, model_scale, resized_shape, to_model_coordinates
 from keras_sam.inference import segment_image
-from keras_sam.metrics import dice_per_sample
+from keras_sam.objectives import dice_per_sample
 from keras_sam.preprocessing import preprocess_image, preprocess_mask
 from keras_sam.segmenter import default_optimizer
 

@@ -22,7 +22,7 @@ from keras_sam.app.settings import DEFAULT_JITTER, DEFAULT_PRESET, DEMO, MODEL_P
 from keras_sam.data import LAYOUTS, PROMPT_KINDS, DataError  # noqa: E402
 from keras_sam.hub import ModelLoadError  # noqa: E402
 from keras_sam.losses import LOSSES  # noqa: E402
-from keras_sam.segmenter import COMPONENTS  # noqa: E402
+from keras_sam.components import COMPONENTS  # noqa: E402
 
 EXIT_USAGE = 2
 COMMANDS = {"finetune": run_finetune, "evaluate": run_evaluate, "predict": run_predict, "convert": run_convert}

@@ -12,7 +12,8 @@ import os
 from keras_sam.app.errors import UsageError
 from keras_sam.configs import tiny_sam_config
 from keras_sam.hub import require_tf_sam
-from keras_sam.segmenter import COMPONENTS, SamSegmenter
+from keras_sam.components import COMPONENTS
+from keras_sam.segmenter import SamSegmenter
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,10 +10,11 @@ needs neither Keras: data, geometry, pre- and post-processing, the loss and metr
 the overlay rendering.
 """
 
+from keras_sam.components import COMPONENTS
 from keras_sam.keras3.callbacks import MaskOverlayCallback
 from keras_sam.keras3.losses import DiceBCELoss, DiceLoss, FocalLoss
 from keras_sam.keras3.metrics import DiceScore, IoUScore, OnProbabilities
-from keras_sam.keras3.segmenter import COMPONENTS, SamSegmenter
+from keras_sam.keras3.segmenter import SamSegmenter
 
 __all__ = ["COMPONENTS", "DiceBCELoss", "DiceLoss", "DiceScore", "FocalLoss", "IoUScore",
            "MaskOverlayCallback", "OnProbabilities", "SamSegmenter"]

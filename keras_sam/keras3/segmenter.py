@@ -17,7 +17,7 @@ import numpy as np
 from keras import ops
 
 from keras_sam import objectives
-from keras_sam.components import COMPONENTS, frozen_names, trainable_flags  # noqa: F401  (COMPONENTS re-exported)
+from keras_sam.components import frozen_names, trainable_flags
 from keras_sam.configs import processor_for_sizes
 from keras_sam.keras3.convert import assign_weights, read_checkpoint, save_pretrained
 from keras_sam.keras3.losses import DiceLoss, MaskLoss, per_sample_arrays

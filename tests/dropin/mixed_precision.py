@@ -5,7 +5,6 @@ import json
 import sys
 
 import numpy as np
-import tensorflow as tf
 import tf_keras as keras
 from transformers.models.sam.modeling_tf_sam import TFSamAttention
 
