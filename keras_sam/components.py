@@ -1,4 +1,5 @@
-"""SAM's components and which of them train: shared by both model families (no Keras here)."""
+"""SAM's components, which of them train, and the training options both model families share
+(no Keras here)."""
 
 COMPONENTS = ("vision_encoder", "prompt_encoder", "mask_decoder", "iou_head")
 
@@ -23,3 +24,55 @@ def trainable_flags(frozen):
     if "mask_decoder" in frozen and "iou_head" not in frozen:
         flags["iou_head"] = False
     return flags
+
+
+def auto(value, make):
+    """`make()` where a compile() argument is left at "auto", else the value as given."""
+    return make() if isinstance(value, str) and value == "auto" else value
+
+
+class TrainingOptions:
+    """What a segmenter trains, as properties both model families share (a mixin before the Model).
+
+    `multimask_output` and `iou_loss_weight` change what a training step computes: setting either
+    drops the traced steps so the next call re-traces. `freeze` sets each component's `trainable`
+    and compiles again with the same arguments where the model was compiled, since Keras trains
+    what was trainable at compile(). The model provides `_component(name)` and
+    `_compile_arguments` (None until compiled).
+    """
+
+    @property
+    def multimask_output(self):
+        """Whether each prompt gets 3 masks (SAM's default for ambiguous prompts) or 1."""
+        return self._multimask_output
+
+    @multimask_output.setter
+    def multimask_output(self, value):
+        self._multimask_output = bool(value)
+        self.train_function = self.test_function = self.predict_function = None  # re-trace
+
+    @property
+    def iou_loss_weight(self):
+        """Weight of the IoU head's mean-squared error in the training loss."""
+        return self._iou_loss_weight
+
+    @iou_loss_weight.setter
+    def iou_loss_weight(self, value):
+        self._iou_loss_weight = float(value)
+        self.train_function = self.test_function = self.predict_function = None  # re-trace
+
+    @property
+    def freeze(self):
+        """Names of the frozen components; assign a new list to change it, even after compile."""
+        return self._frozen
+
+    @freeze.setter
+    def freeze(self, names):
+        self._frozen = frozen_names(names)
+        self._apply_freeze()
+        if self._compile_arguments is not None:
+            self.compile(**self._compile_arguments)
+
+    def _apply_freeze(self):
+        for name, trainable in trainable_flags(self._frozen).items():
+            self._component(name).trainable = trainable

@@ -64,6 +64,11 @@ def load_tf_sam(name_or_path, **kwargs):
             )
     elif name.startswith((".", os.path.sep, "~")) or name.count("/") > 1:
         raise ModelLoadError(f"model directory {name} does not exist.")
+    # transformers 4.5x reads safetensors files for TensorFlow through an API safetensors 0.6
+    # removed (transformers#40028): prefer tf_model.h5, and read a lone model.safetensors here.
+    if _holds_only_safetensors(name) and not kwargs:
+        return _from_pytorch_safetensors(tf_sam_model, name)
+    kwargs.setdefault("use_safetensors", False)
     try:
         return tf_sam_model.from_pretrained(name, **kwargs)
     except OSError as error:
@@ -74,3 +79,31 @@ def load_tf_sam(name_or_path, **kwargs):
             "Pass a local directory written by save_pretrained, or try the offline demo "
             "(keras-sam finetune --demo)."
         ) from error
+
+
+def _holds_only_safetensors(folder):
+    return (os.path.isdir(folder) and os.path.exists(os.path.join(folder, "model.safetensors"))
+            and not os.path.exists(os.path.join(folder, "tf_model.h5")))
+
+
+def _from_pytorch_safetensors(tf_sam_model, folder):
+    """A TFSamModel from a folder holding model.safetensors under PyTorch's names only.
+
+    transformers 4.5x iterates a lazily opened safetensors file, which safetensors 0.6 and newer
+    no longer allow ("'builtins.safe_open' object is not iterable"); the same weights read into
+    a dict load through transformers' own PyTorch-to-TensorFlow mapping.
+    """
+    from safetensors.numpy import load_file
+    from transformers import SamConfig
+    from transformers.modeling_tf_pytorch_utils import load_pytorch_state_dict_in_tf2_model
+
+    model = tf_sam_model(SamConfig.from_pretrained(folder))
+    model.build_in_name_scope()
+    _, info = load_pytorch_state_dict_in_tf2_model(
+        model, load_file(os.path.join(folder, "model.safetensors")), tf_inputs=False,
+        allow_missing_keys=True, output_loading_info=True)
+    if info["missing_keys"] or info["mismatched_keys"]:
+        problems = info["missing_keys"] + [key for key, *_ in info["mismatched_keys"]]
+        raise ModelLoadError(f"{folder}/model.safetensors does not fit its config.json: "
+                             f"{len(problems)} weights missing or of another shape, e.g. {problems[0]}")
+    return model

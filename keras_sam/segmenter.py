@@ -11,7 +11,7 @@ from transformers import SamConfig
 
 from keras_sam import objectives
 from keras_sam.callbacks import LearningRateLogger
-from keras_sam.components import frozen_names, trainable_flags
+from keras_sam.components import TrainingOptions, auto
 from keras_sam.configs import mask_grid_of, processor_for_config
 from keras_sam.hub import load_tf_sam, require_tf_sam
 from keras_sam.input_contract import assert_binary, conform
@@ -55,7 +55,7 @@ def best_mask_logits(output):
 
 
 @keras.saving.register_keras_serializable(package="keras_sam")
-class SamSegmenter(keras.Model):
+class SamSegmenter(TrainingOptions, keras.Model):
     """Segment Anything as a tf-keras model: compile(), fit(), evaluate() and predict() work as usual.
 
     Inputs are a dict with TFSamModel's argument names. Each row of the batch is one image with one
@@ -119,26 +119,6 @@ class SamSegmenter(keras.Model):
         self._iou_loss_tracker = keras.metrics.Mean(name="iou_head_loss")
         self.built = True
 
-    @property
-    def multimask_output(self):
-        """Whether each prompt gets 3 masks (SAM's default for ambiguous prompts) or 1."""
-        return self._multimask_output
-
-    @multimask_output.setter
-    def multimask_output(self, value):
-        self._multimask_output = bool(value)
-        self.train_function = self.test_function = self.predict_function = None  # re-trace
-
-    @property
-    def iou_loss_weight(self):
-        """Weight of the IoU head's mean-squared error in the training loss."""
-        return self._iou_loss_weight
-
-    @iou_loss_weight.setter
-    def iou_loss_weight(self, value):
-        self._iou_loss_weight = float(value)
-        self.train_function = self.test_function = self.predict_function = None  # re-trace
-
     # ----------------------------------------------------------------- loading and saving
     @classmethod
     def from_pretrained(cls, name_or_path, *, freeze=("vision_encoder", "prompt_encoder"),
@@ -184,25 +164,6 @@ class SamSegmenter(keras.Model):
         return cls(sam, **config)
 
     # ----------------------------------------------------------------- freezing
-    @property
-    def freeze(self):
-        """Names of the frozen components; assign a new list to change it, even after compile."""
-        return self._frozen
-
-    @freeze.setter
-    def freeze(self, names):
-        self._frozen = frozen_names(names)
-        # Keras trains what was trainable at compile(), as for any model: compile again with the
-        # same arguments (the optimizer keeps its state) so the change takes effect.
-        if self._compile_arguments is not None:
-            self.compile(**self._compile_arguments)
-        else:
-            self._apply_freeze()
-
-    def _apply_freeze(self):
-        for name, trainable in trainable_flags(self._frozen).items():
-            self._component(name).trainable = trainable
-
     def _component(self, name):
         if name == "iou_head":
             return self.sam.mask_decoder.iou_prediction_head
@@ -344,12 +305,8 @@ class SamSegmenter(keras.Model):
         """
         reject_keras3("SamSegmenter.compile", optimizer=optimizer, loss=loss, metrics=metrics,
                       weighted_metrics=weighted_metrics)
-        if isinstance(optimizer, str) and optimizer == "auto":
-            optimizer = default_optimizer()
-        if isinstance(loss, str) and loss == "auto":
-            loss = DiceLoss()
-        if isinstance(metrics, str) and metrics == "auto":
-            metrics = [DiceScore(), IoUScore()]
+        optimizer, loss = auto(optimizer, default_optimizer), auto(loss, DiceLoss)
+        metrics = auto(metrics, lambda: [DiceScore(), IoUScore()])
         arguments = dict(optimizer=optimizer, loss=loss, metrics=on_masks(metrics, keras, OnProbabilities),
                          weighted_metrics=on_masks(weighted_metrics, keras, OnProbabilities), **kwargs)
         self._apply_freeze()  # also after loading a SavedModel, which revives layers trainable
@@ -357,8 +314,10 @@ class SamSegmenter(keras.Model):
         if optimizer is getattr(self, "optimizer", None) and not trainable <= self._optimized:
             # Unfrozen after compile: Adam and its kind hold state only for the weights they
             # were built with. Start it afresh, as a new optimizer would.
-            warnings.warn("SamSegmenter: weights became trainable after compile(); the optimizer starts "
-                          "afresh (its state only covered the weights trainable before)", stacklevel=3)
+            if int(optimizer.iterations.numpy()) > 0:
+                warnings.warn("SamSegmenter: weights became trainable after the optimizer took steps; "
+                              "it starts afresh (its state only covered the weights trainable before)",
+                              stacklevel=3)
             optimizer = optimizer.__class__.from_config(optimizer.get_config())
             arguments["optimizer"] = optimizer
         self._remember_compile_arguments(arguments, trainable)

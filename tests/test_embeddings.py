@@ -5,7 +5,8 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from conftest import disks, tiny_segmenter
+from conftest import tiny_segmenter
+from toy import disks
 from keras_sam import processor_for_config, tiny_sam_config
 from keras_sam.data import build_dataset, cache_embeddings, find_records, read_lesions
 from keras_sam.embeddings import EmbeddingCache, embed_dataset

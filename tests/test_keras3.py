@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 from transformers import TFSamModel
 
-from conftest import disks, tiny_segmenter
+from conftest import tiny_segmenter
+from toy import disks
 from keras_sam.app.cli import main
+from keras_sam.hub import load_tf_sam
 from keras_sam.tf_sam_patches import patch_tf_sam
 
 HERE = os.path.dirname(__file__)
@@ -28,8 +30,8 @@ def prompts(seed=1):
 
 
 def tf_keras_outputs(checkpoint, inputs):
-    """What transformers' TFSamModel (with keras-sam's fixes) predicts from a checkpoint."""
-    sam = patch_tf_sam(TFSamModel.from_pretrained(checkpoint))
+    """What transformers' TFSamModel (loaded and fixed as keras-sam does) predicts from a checkpoint."""
+    sam = patch_tf_sam(load_tf_sam(checkpoint))
     output = sam(pixel_values=inputs["pixel_values"], input_boxes=inputs["input_boxes"][:, None],
                  input_points=inputs["input_points"][:, None], input_labels=inputs["input_labels"][:, None],
                  multimask_output=True)
@@ -115,6 +117,9 @@ def test_the_convert_command_goes_both_ways(reference, tmp_path):
     assert main(["convert", str(tmp_path / "model.keras"), str(tmp_path / "back")]) == 0
     assert {"config.json", "model.safetensors", "tf_model.h5", "preprocessor_config.json"} <= set(
         os.listdir(tmp_path / "back"))
+    # transformers alone reads its tf_model.h5 (its safetensors path is broken: transformers#40028)
+    plain = TFSamModel.from_pretrained(tmp_path / "back", use_safetensors=False)
+    assert plain.config.to_dict() == load_tf_sam(tmp_path / "back").config.to_dict()
     expected = np.load(reference / "outputs.npz")
     masks, scores = tf_keras_outputs(tmp_path / "back", expected)
     np.testing.assert_allclose(masks, expected["mask_logits"], atol=1e-4)

@@ -6,7 +6,8 @@ import tensorflow as tf
 import tf_keras as keras
 from transformers import SamProcessor, TFSamModel
 
-from conftest import disks, tiny_segmenter
+from conftest import tiny_segmenter
+from toy import disks
 from keras_sam import DiceLoss, DiceScore, SamSegmenter, best_mask_logits, tiny_sam_config
 from keras_sam.losses import FocalLoss
 from keras_sam.tf_sam_patches import patch_tf_sam

@@ -60,8 +60,11 @@ def _read_tf_h5(path):
     weights = {}
 
     def visit(name, item):
-        if isinstance(item, h5py.Dataset) and "tf_sam_model/" in name:
-            torch_name, value = _torch_name_and_value(name.split("tf_sam_model/", 1)[1], item[()])
+        # "mask_decoder/tf_sam_model_3/mask_decoder/...:0": the model's scope is numbered when
+        # several models were built in one process; what follows it is the weight's own name.
+        parts = re.split(r"(?:^|/)tf_sam_model(?:_\d+)?/", name, maxsplit=1)
+        if isinstance(item, h5py.Dataset) and len(parts) == 2:
+            torch_name, value = _torch_name_and_value(parts[1], item[()])
             weights[torch_name] = value
     with h5py.File(path, "r") as handle:
         handle.visititems(visit)

@@ -17,7 +17,7 @@ import numpy as np
 from keras import ops
 
 from keras_sam import objectives
-from keras_sam.components import frozen_names, trainable_flags
+from keras_sam.components import TrainingOptions, auto
 from keras_sam.configs import processor_for_sizes
 from keras_sam.keras3.convert import assign_weights, read_checkpoint, save_pretrained
 from keras_sam.keras3.losses import DiceLoss, MaskLoss, per_sample_arrays
@@ -73,7 +73,7 @@ def _rank2_positional_encodings(layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_sam")
-class SamSegmenter(keras.Model):
+class SamSegmenter(TrainingOptions, keras.Model):
     """Segment Anything as a Keras 3 model: compile(), fit(), evaluate() and predict() on any backend.
 
     Inputs, outputs, targets and options are the tf-keras `keras_sam.SamSegmenter`'s: a dict of
@@ -103,8 +103,9 @@ class SamSegmenter(keras.Model):
         self.image_encoder = image_encoder
         self.prompt_encoder = prompt_encoder
         self.mask_decoder = mask_decoder
-        prompt_encoder.build()
-        mask_decoder.build()
+        for part in (prompt_encoder, mask_decoder):
+            if not part.built:  # built already when load_model revives them
+                part.build()
         _rank2_positional_encodings(prompt_encoder.positional_embedding_layer)
         # keras-hub fixes the two-way transformer's LayerNorm epsilon at 1e-5; transformers' SAM
         # configs say 1e-6. The model keeps (and saves) the one its weights were trained with.
@@ -144,8 +145,10 @@ class SamSegmenter(keras.Model):
         return model
 
     def save_pretrained(self, folder):
-        """Writes the model as a transformers checkpoint (config.json, model.safetensors, processor):
-        `TFSamModel.from_pretrained(folder)` and the tf-keras SamSegmenter read it."""
+        """Writes the model as a transformers checkpoint (config.json, model.safetensors under
+        PyTorch's names, processor config). Both keras-sam families' `from_pretrained` read it;
+        for plain `TFSamModel.from_pretrained`, `keras-sam convert` adds tf_model.h5 (transformers
+        4.5x cannot read safetensors files with safetensors 0.6 and newer)."""
         save_pretrained(self, folder)
 
     @classmethod
@@ -169,40 +172,7 @@ class SamSegmenter(keras.Model):
         """The SamProcessor whose resizing and padding match this model."""
         return processor_for_sizes(self.image_size, self.mask_grid)
 
-    @property
-    def multimask_output(self):
-        """Whether each prompt gets 3 masks or 1; changing it re-traces the next step."""
-        return self._multimask_output
-
-    @multimask_output.setter
-    def multimask_output(self, value):
-        self._multimask_output = bool(value)
-        self.train_function = self.test_function = self.predict_function = None
-
-    @property
-    def iou_loss_weight(self):
-        """Weight of the IoU head's mean-squared error; changing it re-traces the next step."""
-        return self._iou_loss_weight
-
-    @iou_loss_weight.setter
-    def iou_loss_weight(self, value):
-        self._iou_loss_weight = float(value)
-        self.train_function = self.test_function = self.predict_function = None
-
     # ------------------------------------------------------------------------ freezing
-    @property
-    def freeze(self):
-        """Names of the frozen components; assign a new list to change it, even after compile."""
-        return self._frozen
-
-    @freeze.setter
-    def freeze(self, names):
-        self._frozen = frozen_names(names)
-        for name, trainable in trainable_flags(self._frozen).items():
-            self._component(name).trainable = trainable
-        if self._compile_arguments is not None:
-            self.compile(**self._compile_arguments)
-
     def _component(self, name):
         return {"vision_encoder": self.image_encoder, "prompt_encoder": self.prompt_encoder,
                 "mask_decoder": self.mask_decoder,
@@ -289,12 +259,8 @@ class SamSegmenter(keras.Model):
     def compile(self, optimizer="auto", loss="auto", metrics="auto", weighted_metrics=None, **kwargs):
         """As the tf-keras SamSegmenter.compile: Adam(1e-5), DiceLoss, Dice and IoU by default;
         metrics get probabilities (B, G, G, 1), `from_logits` ones the logits."""
-        if isinstance(optimizer, str) and optimizer == "auto":
-            optimizer = keras.optimizers.Adam(learning_rate=1e-5)
-        if isinstance(loss, str) and loss == "auto":
-            loss = DiceLoss()
-        if isinstance(metrics, str) and metrics == "auto":
-            metrics = [DiceScore(), IoUScore()]
+        optimizer = auto(optimizer, lambda: keras.optimizers.Adam(learning_rate=1e-5))
+        loss, metrics = auto(loss, DiceLoss), auto(metrics, lambda: [DiceScore(), IoUScore()])
         arguments = dict(optimizer=optimizer, loss=loss, metrics=on_masks(metrics, keras, OnProbabilities),
                          weighted_metrics=on_masks(weighted_metrics, keras, OnProbabilities), **kwargs)
         object.__setattr__(self, "_compile_arguments", arguments)  # not tracked: no duplicate metrics

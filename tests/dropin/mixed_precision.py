@@ -9,7 +9,8 @@ import tf_keras as keras
 from transformers.models.sam.modeling_tf_sam import TFSamAttention
 
 sys.path.insert(0, sys.argv[1])
-from conftest import disks, tiny_segmenter  # noqa: E402
+from conftest import tiny_segmenter  # noqa: E402
+from toy import disks  # noqa: E402
 from keras_sam import SamSegmenter, tiny_sam_config  # noqa: E402
 from keras_sam.objectives import dice_per_sample  # noqa: E402
 from keras_sam.tf_sam_patches import patch_attention  # noqa: E402

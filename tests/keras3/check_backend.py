@@ -27,7 +27,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, sys.argv[1])
-from conftest import disks  # noqa: E402
+from toy import disks  # noqa: E402
 from keras_sam.keras3 import DiceLoss, DiceScore, SamSegmenter  # noqa: E402
 
 reference, output = sys.argv[2], sys.argv[3]
