@@ -4,8 +4,9 @@ Runs at sam-vit-base shapes with random weights (speed does not depend on them),
   (a) seed: keras.io-style epochs in float32, the vision encoder recomputed every step, the
       decoder trained;
   (b) first: what `keras-sam finetune` does by default on this machine: the precision policy it
-      picks, the embedding cache built for all N images in a fresh directory, the XLA probe
-      (timed each way), and one epoch through its data pipeline;
+      picks, the embedding cache built for all N images in a fresh directory, its XLA choice (the
+      probe, timed each way, where a default-length run over N images is long enough to repay
+      it), and one epoch through its data pipeline;
   (c) cached: a later epoch, the same way;
   (d) phases of a cached step: the pipeline alone, the forward pass, forward + loss + gradients,
       the whole step, and the whole step without the IoU head's loss.
@@ -34,9 +35,11 @@ from PIL import Image  # noqa: E402
 from transformers import TFSamModel  # noqa: E402
 
 from keras_sam import DiceLoss, SamSegmenter, sam_vit_base_config  # noqa: E402
+from keras_sam.app.settings import DEFAULT_EPOCHS  # noqa: E402
 from keras_sam.app.speed import (SpeedChoice, choose_jit_compile, choose_precision,  # noqa: E402
-                                 cpu_supports_bfloat16, precision_policy, step_timer)
-from keras_sam.data import PromptOptions, build_dataset, cache_embeddings, find_records, read_lesions  # noqa: E402
+                                 cpu_supports_bfloat16, precision_policy, step_timer, too_short_to_probe)
+from keras_sam.data import (PromptOptions, build_dataset, cache_embeddings, find_records,  # noqa: E402
+                            read_lesions, steps_per_epoch)
 from keras_sam.embeddings import EmbeddingCache  # noqa: E402
 from keras_sam.segmenter import default_optimizer  # noqa: E402
 
@@ -158,8 +161,9 @@ def main(argv=None):
                                preprocessing=processor.image_processor.to_json_string())
         cache_embeddings(lesions, processor, cache, progress=False)
         cached = build_dataset(lesions, processor, batch_size=batch, prompts=prompts, seed=0, embeddings=cache)
-        if args.jit_compile is None:
-            jit = choose_jit_compile(step_timer(model, cached, loss))
+        if args.jit_compile is None:  # as finetune decides, for a run of its default length
+            jit = (too_short_to_probe(steps_per_epoch(lesions, batch) * DEFAULT_EPOCHS)
+                   or choose_jit_compile(step_timer(model, cached, loss)))
         else:
             jit = SpeedChoice(args.jit_compile, "asked for")
         model.compile(optimizer=default_optimizer(), loss=loss, jit_compile=jit.value)

@@ -7,10 +7,12 @@ import os
 import pytest
 
 import keras_sam.app.finetune
+import keras_sam.app.speed
 from conftest import tiny_segmenter
 from keras_sam.app.cli import main
 from keras_sam.app.run_directory import RunDirectory
-from keras_sam.app.speed import SpeedChoice, choose_jit_compile, choose_precision, cpu_supports_bfloat16
+from keras_sam.app.speed import (MIN_STEPS_TO_PROBE, SpeedChoice, choose_jit_compile, choose_precision,
+                                 cpu_supports_bfloat16, too_short_to_probe)
 
 
 @pytest.mark.parametrize("timings, expected", [
@@ -24,6 +26,12 @@ def test_the_faster_way_is_kept(timings, expected):
     assert choice.value is expected and sorted(asked) == [False, True]
     assert choice.seconds_per_step == {"without_xla": timings[False], "with_xla": timings[True]}
     assert f"{timings[True]:.3f} s a step with XLA" in choice.reason
+
+
+def test_a_run_too_short_to_repay_the_probe_keeps_xla_off_and_says_why():
+    choice = too_short_to_probe(MIN_STEPS_TO_PROBE - 1)
+    assert choice.value is False and f"{MIN_STEPS_TO_PROBE - 1} training steps are too few" in choice.reason
+    assert too_short_to_probe(MIN_STEPS_TO_PROBE) is None
 
 
 @pytest.mark.parametrize("asked, has_bfloat16, expected", [
@@ -62,6 +70,7 @@ def test_a_run_probes_xla_once_says_so_and_a_resumed_run_reuses_it(phantom_dir, 
         return lambda jit_compile: 0.9 if jit_compile else 0.3  # XLA slower on this "machine"
 
     monkeypatch.setattr(keras_sam.app.finetune, "step_timer", fake_timer)
+    monkeypatch.setattr(keras_sam.app.speed, "MIN_STEPS_TO_PROBE", 1)  # the phantoms make a short run
     output = tmp_path / "run"
     argv = ["finetune", "--data", phantom_dir, "--model", str(saved), "--output", str(output), "--epochs", "1",
             "--precision", "float32", "--val-split", "0.25", "--test-split", "0.25"]

@@ -19,10 +19,11 @@ from keras_sam.app.commands import run_convert, run_evaluate, run_predict  # noq
 from keras_sam.app.errors import TrainingStopped, UsageError  # noqa: E402
 from keras_sam.app.finetune import run_finetune  # noqa: E402
 from keras_sam.app.settings import DEFAULT_JITTER, DEFAULT_PRESET, DEMO, MODEL_PRESETS  # noqa: E402
+from keras_sam.app.speed import MIN_STEPS_TO_PROBE  # noqa: E402
+from keras_sam.components import COMPONENTS  # noqa: E402
 from keras_sam.data import LAYOUTS, PROMPT_KINDS, DataError  # noqa: E402
 from keras_sam.hub import ModelLoadError  # noqa: E402
 from keras_sam.losses import LOSSES  # noqa: E402
-from keras_sam.components import COMPONENTS  # noqa: E402
 
 EXIT_USAGE = 2
 COMMANDS = {"finetune": run_finetune, "evaluate": run_evaluate, "predict": run_predict, "convert": run_convert}
@@ -122,7 +123,8 @@ def build_parser():
                                "instructions, float32 elsewhere (the shipped and tiny models: float32)")
     finetune.add_argument("--jit-compile", default=None, action=argparse.BooleanOptionalAction,
                           help="XLA for the decoder step from cached embeddings (default: timed each way "
-                               "on this machine at the start of the run, the faster kept; off for "
+                               f"on this machine at the start of a run of {MIN_STEPS_TO_PROBE} steps or more, the faster "
+                               "kept; off in shorter runs and for "
                                + ", ".join(name for name, preset in MODEL_PRESETS.items()
                                            if preset.jit_compile is False)
                                + ", whose steps are too short to repay compiling)")

@@ -20,7 +20,7 @@ from keras_sam.app.report import best_and_worst_grid, summary_table, write_lesio
 from keras_sam.app.run_directory import COMPLETE, NEW, RunDirectory
 from keras_sam.app.settings import DEMO, load_segmenter, resolve
 from keras_sam.app.speed import (SpeedChoice, choose_jit_compile, choose_precision, cpu_supports_bfloat16,
-                                 precision_policy, step_timer)
+                                 precision_policy, step_timer, too_short_to_probe)
 from keras_sam.callbacks import MaskOverlayCallback, NonFiniteLossError, StopOnNonFiniteLoss
 from keras_sam.data import (DataError, PromptOptions, build_dataset, cache_embeddings, find_records,
                             read_lesions, split_lesions, steps_per_epoch, write_busi_phantoms,
@@ -176,7 +176,8 @@ def _fit(settings, run, plan, cache):
     model, splits = plan.model, plan.splits
     processor = model.processor
     common = dict(batch_size=settings.batch_size, prompts=_prompts(settings), seed=settings.seed)
-    jit_compile = _choose_jit_compile(settings, run, model, cache,
+    total_steps = steps_per_epoch(splits["train"], settings.batch_size) * settings.epochs
+    jit_compile = _choose_jit_compile(settings, run, model, cache, total_steps,
                                       build_dataset(splits["train"], processor, embeddings=cache, **common))
     model.compile(optimizer=default_optimizer(settings.learning_rate), loss=get_loss(settings.loss),
                   jit_compile=jit_compile)
@@ -213,8 +214,9 @@ def _fit(settings, run, plan, cache):
             "last good epoch if the same command is run again.") from error
 
 
-def _choose_jit_compile(settings, run, model, cache, train):
-    """XLA for the decoder step from cached embeddings: as set, or measured once on this machine.
+def _choose_jit_compile(settings, run, model, cache, total_steps, train):
+    """XLA for the decoder step from cached embeddings: as set, or measured once on this machine
+    where the run is long enough to repay it.
 
     With the vision encoder in the step (no embedding cache) XLA stays off.
     """
@@ -222,11 +224,11 @@ def _choose_jit_compile(settings, run, model, cache, train):
         return False
     if settings.jit_compile is not None:
         return settings.jit_compile
-    choice = run.recorded_choice("jit_compile")
+    choice = run.recorded_choice("jit_compile") or too_short_to_probe(total_steps)
     if choice is None:
         print("Timing the training step with and without XLA on this machine...")
         choice = choose_jit_compile(step_timer(model, train, get_loss(settings.loss)))
-        run.record_choice("jit_compile", choice)
+    run.record_choice("jit_compile", choice)
     print(f"XLA: {'on' if choice.value else 'off'} ({choice.reason}).")
     return choice.value
 

@@ -1,9 +1,10 @@
 """Speed options chosen on the machine that runs, by measurement, not by a guess.
 
 XLA (`jit_compile`) for the mask decoder's training step from cached embeddings has been seen
-1.44x faster on one 2-core machine and 1.26x slower on another: when the run leaves it unset, a
-probe times a few steps each way and keeps the faster. Lower precision for the whole run
-(`mixed_bfloat16`) is used only where the CPU has bfloat16 instructions.
+1.44x faster on one 2-core machine and 1.26x and 2.08x slower on others: when the run leaves it
+unset and is long enough to repay the measuring, a probe times a few steps each way and keeps the
+faster. Lower precision for the whole run (`mixed_bfloat16`) is used only where the CPU has
+bfloat16 instructions.
 """
 
 import contextlib
@@ -15,6 +16,10 @@ import tf_keras as keras
 from keras_sam.segmenter import default_optimizer
 
 PROBE_STEPS = 4
+MIN_STEPS_TO_PROBE = 400
+"""Runs shorter than this keep XLA off unmeasured. The probe traces the step twice and compiles it
+with XLA once (about 30 s at sam-vit-base size on a 2-core CPU, BENCHMARKS.md); at 0.3 s a step,
+XLA would have to save 0.075 s a step (1.3x) over 400 steps to repay that."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +57,14 @@ def precision_policy(name):
         yield
     finally:
         keras.mixed_precision.set_global_policy(previous)
+
+
+def too_short_to_probe(total_steps):
+    """The choice for a run of `total_steps` training steps too short to repay the probe, or None."""
+    if total_steps >= MIN_STEPS_TO_PROBE:
+        return None
+    return SpeedChoice(False, f"{total_steps} training steps are too few to repay measuring it "
+                              f"(measured from {MIN_STEPS_TO_PROBE} steps)")
 
 
 def choose_jit_compile(measure):
