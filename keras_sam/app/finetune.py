@@ -223,8 +223,10 @@ def _choose_jit_compile(settings, run, model, cache, total_steps, train):
     if cache is None:
         return False
     if settings.jit_compile is not None:
-        return settings.jit_compile
-    choice = run.recorded_choice("jit_compile") or too_short_to_probe(total_steps)
+        choice = SpeedChoice(settings.jit_compile,
+                             "set by --jit-compile/--no-jit-compile or by the preset of --model")
+    else:
+        choice = run.recorded_choice("jit_compile") or too_short_to_probe(total_steps)
     if choice is None:
         print("Timing the training step with and without XLA on this machine...")
         choice = choose_jit_compile(step_timer(model, train, get_loss(settings.loss)))
