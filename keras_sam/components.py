@@ -73,6 +73,11 @@ class TrainingOptions:
         if self._compile_arguments is not None:
             self.compile(**self._compile_arguments)
 
+    def options_config(self):
+        """The options above (and the model's name) as `get_config` entries."""
+        return {"freeze": list(self.freeze), "multimask_output": self.multimask_output,
+                "iou_loss_weight": self.iou_loss_weight, "name": self.name}
+
     def _apply_freeze(self):
         for name, trainable in trainable_flags(self._frozen).items():
             self._component(name).trainable = trainable

@@ -149,13 +149,7 @@ class SamSegmenter(TrainingOptions, keras.Model):
             processor_for_config(self.sam.config).save_pretrained(staging)
 
     def get_config(self):
-        return {
-            "sam_config": self.sam.config.to_dict(),
-            "freeze": list(self.freeze),
-            "multimask_output": self.multimask_output,
-            "iou_loss_weight": self.iou_loss_weight,
-            "name": self.name,
-        }
+        return {"sam_config": self.sam.config.to_dict(), **self.options_config()}
 
     @classmethod
     def from_config(cls, config):

@@ -340,11 +340,8 @@ class SamSegmenter(TrainingOptions, keras.Model):
             "image_encoder": keras.saving.serialize_keras_object(self.image_encoder),
             "prompt_encoder": keras.saving.serialize_keras_object(self.prompt_encoder),
             "mask_decoder": keras.saving.serialize_keras_object(self.mask_decoder),
-            "freeze": list(self.freeze),
-            "multimask_output": self.multimask_output,
-            "iou_loss_weight": self.iou_loss_weight,
             "decoder_norm_epsilon": self.decoder_norm_epsilon,
-            "name": self.name,
+            **self.options_config(),
         }
 
     @classmethod
