@@ -56,16 +56,23 @@ def display_boxes_on_img(image, boxes, ax=None):
     return figure
 
 
-def display_points_on_img(image, points, labels=None, ax=None, marker_size=200):
-    """Shows an image with points (N, 2); label 1 (inside) green stars, label 0 (outside) red."""
+def display_points(points, labels=None, ax=None, marker_size=200):
+    """Draws points (N, 2) on what the axes show; label 1 (inside) green stars, 0 (outside) red."""
     figure, ax = _axes(ax)
-    ax.imshow(image)
     points = np.reshape(points, (-1, 2))
     labels = np.ones(len(points)) if labels is None else np.reshape(labels, (-1,))
     for value, color in ((1, POSITIVE_COLOR), (0, NEGATIVE_COLOR)):
         chosen = points[labels == value]
         ax.scatter(chosen[:, 0], chosen[:, 1], color=np.asarray(color) / 255, marker="*",
                    s=marker_size, edgecolor="white", linewidth=1.25)
+    return figure
+
+
+def display_points_on_img(image, points, labels=None, ax=None, marker_size=200):
+    """Shows an image with points (N, 2); label 1 (inside) green stars, label 0 (outside) red."""
+    figure, ax = _axes(ax)
+    ax.imshow(image)
+    display_points(points, labels, ax, marker_size)
     return figure
 
 
@@ -81,7 +88,7 @@ def display_masks_on_img(image, masks, scores=None, boxes=None, points=None, lab
             for box in np.reshape(boxes, (-1, 4)):
                 display_box(box, ax)
         if points is not None:
-            display_points_on_img(image, points, labels, ax)
+            display_points(points, labels, ax)
         title = f"Mask {index + 1}"
         if scores is not None:
             title += f", IoU score {float(np.ravel(scores)[index]):.3f}"

@@ -42,6 +42,14 @@ def test_display_masks_on_img_has_a_panel_per_mask_with_its_score():
     assert figure_to_array(figure).std() > 0
 
 
+def test_masks_stay_visible_under_the_prompts_drawn_on_them():
+    # A point far from the mask changes the picture only where its marker is: the mask is not
+    # painted over (it once was: the points were drawn with the image again on top of the mask).
+    with_point = figure_to_array(display_masks_on_img(IMAGE, MASK[None], points=[[5, 5]]))
+    without = figure_to_array(display_masks_on_img(IMAGE, MASK[None]))
+    assert (with_point != without).any(axis=2).mean() < 0.01
+
+
 def test_render_overlay_marks_mask_truth_box_and_points():
     truth = np.zeros_like(MASK)
     truth[22:38, 32:58] = True
