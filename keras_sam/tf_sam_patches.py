@@ -1,7 +1,8 @@
 """Fixes to transformers' TFSamModel, applied to each instance keras-sam builds or loads.
 
 The installed transformers package is never changed: `patch_tf_sam(sam)` replaces methods on the
-layers of one model, and the weights and the numbers it computes in float32 stay the same.
+layers of one model; the weights stay the same, and so do the numbers it computes in float32 (to
+rounding, 1e-5 relative, where fix 4 sums in another order).
 
 1. A TensorFlow bug (2.19 to 2.21 with oneDNN, the default on x86 CPUs; tensorflow/tensorflow
    issues 117700 and 123109) corrupts memory in `tf.matmul` of a rank-4 tensor with a broadcast
@@ -16,13 +17,24 @@ layers of one model, and the weights and the numbers it computes in float32 stay
    which TensorFlow's SavedModel loader reads as a path and cannot find. The fix tracks them
    under the same names with "__" for the dot, for checkpoints and SavedModels alike; the
    variables' own names, which `save_pretrained` writes, do not change.
+4. Speed: training the mask decoder from cached embeddings on a CPU is bound by memory traffic
+   over the image-sized tensors (4096 image tokens, the 128x128 and 256x256 upscaling maps), not
+   by arithmetic. Three rewrites compute the same functions with fewer passes over them: the
+   decoder's layer norms in float32 with their gradient written out (autodiff of
+   `tf.nn.batch_normalization` makes twice the passes); its GELU in float32 (bfloat16's erf has no
+   fast kernel); and attention between the few prompt tokens and the image tokens with the token
+   side laid out as a block-diagonal matrix, one block per head, so the image-side tensors are
+   multiplied as they are instead of being transposed to split and join heads (fix 2 is part of
+   it). Measured together in BENCHMARKS.md: forward, loss and gradients of a cached step 1.37x
+   faster, a cached epoch 1.12x.
 """
 
 import math
 import types
 
 import tensorflow as tf
-from transformers.models.sam.modeling_tf_sam import TFSamAttention
+import tf_keras as keras
+from transformers.models.sam.modeling_tf_sam import TFSamAttention, TFSamLayerNorm
 
 _DOT = "__"
 
@@ -34,6 +46,11 @@ def patch_tf_sam(sam):
         if isinstance(layer, TFSamAttention):
             patch_attention(layer)
         track_without_dots(layer)
+    decoder = sam.mask_decoder
+    for layer in decoder.submodules:
+        if isinstance(layer, (keras.layers.LayerNormalization, TFSamLayerNorm)):
+            patch_layer_norm(layer)
+    decoder.activation = gelu_in_float32
     return sam
 
 
@@ -44,8 +61,9 @@ def patch_positional_embedding(layer):
 
 
 def patch_attention(layer):
-    """Fix 2 on one TFSamAttention: scores and softmax in float32 under any precision policy."""
-    layer.call = types.MethodType(_mixed_precision_attention_call, layer)
+    """Fix 2 (and 4) on one TFSamAttention: scores and softmax in float32 under any precision
+    policy, the heads of the longer side never transposed."""
+    layer.call = types.MethodType(_block_attention_call, layer)
     return layer
 
 
@@ -74,19 +92,106 @@ def _rank2_positional_call(self, input_coords, input_shape=None):
     return tf.cast(embedding, self.compute_dtype)
 
 
-def _mixed_precision_attention_call(self, query, key, value):
-    """TFSamAttention.call with the scaled scores and their softmax in float32."""
+def _block_attention_call(self, query, key, value):
+    """TFSamAttention.call with float32 scores and softmax, and no transposes of the long side.
+
+    Head h of a (n, C) side is its channels h*d..(h+1)*d. The shorter side (the prompt tokens) is
+    laid out block-diagonally as (heads*n, C), zeros off its head's channels, so one plain matmul
+    with the longer side (the image tokens, untouched) gives every head's scores at once.
+    """
     query, key, value = self.q_proj(query), self.k_proj(key), self.v_proj(value)
-    point_batch_size = tf.shape(query)[1]
-    query = self._separate_heads(query, self.num_attention_heads)
-    key = self._separate_heads(key, self.num_attention_heads)
-    value = self._separate_heads(value, self.num_attention_heads)
-    c_per_head = query.shape[-1] or tf.shape(query)[-1]
-    scores = tf.matmul(query, tf.transpose(key, perm=[0, 1, 3, 2]))
-    scores = tf.cast(scores, tf.float32) / tf.math.sqrt(tf.cast(c_per_head, tf.float32))
-    weights = tf.cast(tf.nn.softmax(scores, axis=-1), value.dtype)
-    out = self._recombine_heads(tf.matmul(weights, value), point_batch_size)
-    return self.out_proj(out)
+    heads, channels = self.num_attention_heads, query.shape[-1]
+    per_head = channels // heads
+    batch, point_batch = tf.shape(query)[0], tf.shape(query)[1]
+    queries, keys = tf.shape(query)[2], tf.shape(key)[2]
+    q = tf.reshape(query, (-1, queries, channels))
+    k = tf.reshape(key, (-1, keys, channels))
+    v = tf.reshape(value, (-1, keys, channels))
+    scale = math.sqrt(per_head)
+    static_queries, static_keys = query.shape[2], key.shape[2]
+    if static_queries is not None and (static_keys is None or static_queries <= static_keys):
+        # Few queries: block rows per head; (B*P, heads*queries, keys) scores.
+        scores = tf.matmul(_block_diagonal(q, heads), k, transpose_b=True)
+        weights = tf.nn.softmax(tf.cast(scores, tf.float32) / scale, axis=-1)
+        out = tf.matmul(tf.cast(weights, v.dtype), v)  # every head's weights on all channels
+        own_head = tf.reshape(tf.eye(heads, dtype=out.dtype), (1, heads, 1, heads, 1))
+        out = tf.reduce_sum(tf.reshape(out, (-1, heads, queries, heads, per_head)) * own_head, axis=1)
+    else:
+        # Few keys: block columns per head; (B*P, queries, heads*keys) scores.
+        scores = tf.matmul(q, _block_diagonal(k, heads), transpose_b=True)
+        scores = tf.reshape(tf.cast(scores, tf.float32) / scale, (-1, queries, heads, keys))
+        weights = tf.reshape(tf.nn.softmax(scores, axis=-1), (-1, queries, heads * keys))
+        out = tf.matmul(tf.cast(weights, v.dtype), _block_diagonal(v, heads))
+    return self.out_proj(tf.reshape(out, (batch, point_batch, queries, channels)))
+
+
+def _block_diagonal(x, heads):
+    """(N, n, C) -> (N, heads*n, C): row block h holds x's head-h channels and zeros elsewhere."""
+    count = tf.shape(x)[1]
+    split = tf.reshape(x, (-1, count, heads, x.shape[-1] // heads))
+    blocks = tf.einsum("nihc,hg->nhigc", split, tf.eye(heads, dtype=x.dtype))
+    return tf.reshape(blocks, (-1, heads * count, x.shape[-1]))
+
+
+def patch_layer_norm(layer):
+    """Fix 4 on one keras LayerNormalization or TFSamLayerNorm: computed in float32 with its
+    gradient written out. A LayerNormalization over other axes than the last one, or without its
+    scale and offset, keeps Keras's own call."""
+    if isinstance(layer, TFSamLayerNorm):
+        layer.call = types.MethodType(_sam_layer_norm_call, layer)
+    else:
+        layer.call = types.MethodType(_keras_layer_norm_call, layer)
+    return layer
+
+
+def _sam_layer_norm_call(self, inputs):
+    axis = inputs.shape.rank - 1 if self.data_format == "channels_last" else 1
+    return tf.cast(_layer_norm(inputs, self.weight, self.bias, axis, self.eps), self.compute_dtype)
+
+
+def _keras_layer_norm_call(self, inputs):
+    rank = inputs.shape.rank
+    axes = [axis % rank for axis in (self.axis if isinstance(self.axis, (list, tuple)) else [self.axis])]
+    if axes != [rank - 1] or not (self.center and self.scale):
+        return keras.layers.LayerNormalization.call(self, inputs)
+    return tf.cast(_layer_norm(inputs, self.gamma, self.beta, rank - 1, self.epsilon), self.compute_dtype)
+
+
+def _layer_norm(inputs, scale, offset, axis, epsilon):
+    """(x - mean) / sqrt(variance + epsilon) * scale + offset along `axis`, in float32.
+
+    The gradient is written out: with n = (x - mean) / std and g = upstream * scale,
+    dx = (g - mean(g) - n * mean(g * n)) / std, d_scale = sum(upstream * n), d_offset = sum(upstream).
+    """
+    rank = inputs.shape.rank
+    others = [i for i in range(rank) if i != axis]
+    shape = [1] * rank
+    shape[axis] = -1
+    x = tf.cast(inputs, tf.float32)
+    scale = tf.reshape(tf.cast(scale, tf.float32), shape)
+    offset = tf.reshape(tf.cast(offset, tf.float32), shape)
+
+    @tf.custom_gradient
+    def normalize(x, scale, offset):
+        centered = x - tf.reduce_mean(x, axis, keepdims=True)
+        inverse_std = tf.math.rsqrt(tf.reduce_mean(tf.square(centered), axis, keepdims=True) + epsilon)
+        normalized = centered * inverse_std
+
+        def gradient(upstream):
+            d_normalized = upstream * scale
+            d_x = inverse_std * (d_normalized - tf.reduce_mean(d_normalized, axis, keepdims=True)
+                                 - normalized * tf.reduce_mean(d_normalized * normalized, axis, keepdims=True))
+            d_scale = tf.reduce_sum(upstream * normalized, others, keepdims=True)
+            return d_x, d_scale, tf.reduce_sum(upstream, others, keepdims=True)
+
+        return normalized * scale + offset, gradient
+
+    return normalize(x, scale, offset)
+
+
+def gelu_in_float32(x):
+    """Exact GELU computed in float32 and returned in x's dtype (bfloat16's erf is slow on CPU)."""
+    return tf.cast(tf.nn.gelu(tf.cast(x, tf.float32)), x.dtype)
 
 
 def track_without_dots(layer):

@@ -1,5 +1,6 @@
 """keras-sam's TFSamModel must embed box prompts correctly at any batch size (TensorFlow 2.19-2.21
-corrupt memory in the rank-4 matmul TFSamModel uses; batch 16+ crashed, batch 12 was wrong)."""
+corrupt memory in the rank-4 matmul TFSamModel uses; batch 16+ crashed, batch 12 was wrong), and
+its faster mask decoder must compute what transformers' code computes."""
 
 import numpy as np
 import pytest
@@ -46,3 +47,71 @@ def test_fit_runs_at_batch_32(toy_data):
     x, y = toy_data
     history = model.fit(x, y, batch_size=32, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
+
+
+def decoder_outputs_and_gradients(sam, inputs):
+    """Masks, IoU scores and the gradient of a loss on both for every mask-decoder weight."""
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        out = sam(pixel_values=None, **inputs, multimask_output=True, training=True)
+        loss = tf.reduce_mean(tf.square(out.pred_masks)) + tf.reduce_mean(out.iou_scores)
+    weights = sam.mask_decoder.trainable_variables
+    gradients = tape.gradient(loss, weights)
+    return out.pred_masks.numpy(), out.iou_scores.numpy(), {
+        weight.name: gradient.numpy() for weight, gradient in zip(weights, gradients) if gradient is not None}
+
+
+def test_the_decoder_rewrites_compute_what_transformers_computes():
+    # Layer norms with a written-out gradient, GELU in float32 and block-diagonal attention:
+    # the same masks, scores and gradients as transformers' own code, to float32 rounding.
+    from transformers import TFSamModel
+
+    from keras_sam import tiny_sam_config
+    from keras_sam.tf_sam_patches import gelu_in_float32, patch_tf_sam
+
+    keras.utils.set_random_seed(3)
+    sam = TFSamModel(tiny_sam_config())
+    rng = np.random.default_rng(3)
+    side = sam.config.vision_config.image_size // sam.config.vision_config.patch_size
+    inputs = {
+        "image_embeddings": rng.normal(size=(2, sam.config.vision_config.output_channels, side, side)).astype(np.float32),
+        "input_boxes": rng.uniform(10, 200, size=(2, 1, 4)).astype(np.float32),
+        "input_points": rng.uniform(10, 200, size=(2, 1, 3, 2)).astype(np.float32),
+        "input_labels": np.array([[[1, 0, 1]], [[1, 1, 0]]], np.int32),
+    }
+    masks, scores, gradients = decoder_outputs_and_gradients(sam, inputs)
+    patch_tf_sam(sam)
+    assert sam.mask_decoder.activation is gelu_in_float32
+    patched_masks, patched_scores, patched_gradients = decoder_outputs_and_gradients(sam, inputs)
+
+    np.testing.assert_allclose(patched_masks, masks, atol=1e-5 * np.abs(masks).max())
+    np.testing.assert_allclose(patched_scores, scores, atol=1e-5)
+    assert patched_gradients.keys() == gradients.keys() and len(gradients) > 50
+    scale = max(np.abs(gradient).max() for gradient in gradients.values())
+    for name, gradient in gradients.items():
+        np.testing.assert_allclose(patched_gradients[name], gradient, atol=1e-4 * scale, err_msg=name)
+
+
+@pytest.mark.parametrize("axis", [-1, 1])  # 1: not the last axis, left to Keras's own call
+def test_a_patched_layer_norm_matches_keras_in_value_and_gradient(axis):
+    import tensorflow as tf
+
+    from keras_sam.tf_sam_patches import patch_layer_norm
+
+    x = tf.constant(np.random.default_rng(0).normal(2.0, 3.0, size=(2, 5, 16)), tf.float32)
+    upstream = tf.constant(np.random.default_rng(1).normal(size=(2, 5, 16)), tf.float32)
+    results = []
+    for patch in (False, True):
+        keras.utils.set_random_seed(0)
+        layer = keras.layers.LayerNormalization(axis=axis, epsilon=1e-6,
+                                                gamma_initializer="random_normal", beta_initializer="random_normal")
+        if patch:
+            patch_layer_norm(layer)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+            loss = tf.reduce_sum(y * upstream)
+        results.append([y.numpy(), *(g.numpy() for g in tape.gradient(loss, [x, layer.gamma, layer.beta]))])
+    for keras_value, patched_value in zip(*results):
+        np.testing.assert_allclose(patched_value, keras_value, rtol=1e-4, atol=1e-5)
