@@ -99,16 +99,15 @@ def _block_attention_call(self, query, key, value):
     laid out block-diagonally as (heads*n, C), zeros off its head's channels, so one plain matmul
     with the longer side (the image tokens, untouched) gives every head's scores at once.
     """
-    query, key, value = self.q_proj(query), self.k_proj(key), self.v_proj(value)
-    heads, channels = self.num_attention_heads, query.shape[-1]
-    per_head = channels // heads
     batch, point_batch = tf.shape(query)[0], tf.shape(query)[1]
     queries, keys = tf.shape(query)[2], tf.shape(key)[2]
-    q = tf.reshape(query, (-1, queries, channels))
-    k = tf.reshape(key, (-1, keys, channels))
-    v = tf.reshape(value, (-1, keys, channels))
-    scale = math.sqrt(per_head)
     static_queries, static_keys = query.shape[2], key.shape[2]
+    heads, channels = self.num_attention_heads, self.internal_dim
+    per_head = channels // heads
+    q = tf.reshape(_dense_2d(self.q_proj, query), (-1, queries, channels))
+    k = tf.reshape(_dense_2d(self.k_proj, key), (-1, keys, channels))
+    v = tf.reshape(_dense_2d(self.v_proj, value), (-1, keys, channels))
+    scale = math.sqrt(per_head)
     if static_queries is not None and (static_keys is None or static_queries <= static_keys):
         # Few queries: block rows per head; (B*P, heads*queries, keys) scores.
         scores = tf.matmul(_block_diagonal(q, heads), k, transpose_b=True)
@@ -122,7 +121,14 @@ def _block_attention_call(self, query, key, value):
         scores = tf.reshape(tf.cast(scores, tf.float32) / scale, (-1, queries, heads, keys))
         weights = tf.reshape(tf.nn.softmax(scores, axis=-1), (-1, queries, heads * keys))
         out = tf.matmul(tf.cast(weights, v.dtype), _block_diagonal(v, heads))
-    return self.out_proj(tf.reshape(out, (batch, point_batch, queries, channels)))
+    out = self.out_proj(tf.reshape(out, (-1, channels)))
+    return tf.reshape(out, (batch, point_batch, queries, out.shape[-1]))
+
+
+def _dense_2d(dense, x):
+    """A Dense layer on (..., C) as one (N, C) matmul, which oneDNN fuses with the bias add (on
+    higher ranks Keras's tensordot puts reshapes between them)."""
+    return dense(tf.reshape(x, (-1, x.shape[-1])))
 
 
 def _block_diagonal(x, heads):
