@@ -8,6 +8,7 @@ the data set's size and a killed run never leaves a half-written entry.
 """
 
 import hashlib
+import math
 import os
 
 import numpy as np
@@ -106,8 +107,8 @@ class EmbeddingCache:
         if self.directory is None:
             self._memory[entry] = embedding
             return
-        with atomic_file(entry, "wb") as stream:
-            np.save(stream, embedding)
+        with atomic_file(entry, "wb") as stream:  # little-endian, as read_entry reads it
+            np.save(stream, np.ascontiguousarray(embedding, np.dtype(self.storage_dtype).newbyteorder("<")))
 
     def get(self, key):
         """The embedding of `key` as float32 (C, E, E); KeyError if it was never added."""
@@ -117,9 +118,31 @@ class EmbeddingCache:
                 raise KeyError(f"no cached embedding for {key!r}; call add() first")
             return self._memory[entry].astype(np.float32)
         try:
-            return np.load(entry).astype(np.float32)
+            return read_entry(entry, self.storage_dtype, self.shape).astype(np.float32)
         except FileNotFoundError:
             raise KeyError(f"no cached embedding for {key!r} in {self.directory}; call add() first") from None
+
+
+def read_entry(path, dtype, shape):
+    """The array in an .npy file the cache wrote, read without `np.load`.
+
+    `np.load` parses the file's header with `ast.literal_eval`, and on Python 3.11 up to 3.11.7
+    parsing Python in two threads at once can fail with a spurious "SystemError: AST constructor
+    recursion depth mismatch" (CPython gh-106905); tf.data reads entries from several threads
+    while the main thread may be tracing. The cache knows each entry's dtype and shape, so the
+    header is only skipped, and the size checked.
+    """
+    with open(path, "rb") as stream:
+        data = stream.read()
+    if data[:6] != b"\x93NUMPY" or len(data) < 10:
+        raise ValueError(f"cached embedding {path} is not an .npy file: delete it and it is recomputed")
+    length_bytes = 2 if data[6] == 1 else 4
+    start = 8 + length_bytes + int.from_bytes(data[8:8 + length_bytes], "little")
+    dtype = np.dtype(dtype).newbyteorder("<")
+    if len(data) - start != dtype.itemsize * math.prod(shape):
+        raise ValueError(f"cached embedding {path} holds {len(data) - start} bytes, not a {shape} "
+                         f"{dtype.name} array: delete it and it is recomputed")
+    return np.frombuffer(data, dtype=dtype, offset=start).reshape(shape)
 
 
 def embed_dataset(dataset, cache):

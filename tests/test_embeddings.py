@@ -1,3 +1,5 @@
+import ast
+import glob
 import os
 
 import numpy as np
@@ -68,6 +70,32 @@ def test_entries_are_keyed_on_the_encoders_weights_and_precision(tmp_path):
     assert "a" in EmbeddingCache(FakeEncoderModel(), tmp_path)
     assert "a" not in EmbeddingCache(FakeEncoderModel(dtype="bfloat16"), tmp_path)  # mixed_bfloat16
     assert "a" not in EmbeddingCache(FakeEncoderModel(weight=2.0), tmp_path)
+
+
+class RandomEncoderModel(FakeEncoderModel):
+    def image_embeddings(self, pixels):
+        return np.random.default_rng(len(pixels)).normal(size=(len(pixels), *self.embedding_shape))
+
+
+def unavailable(*args):
+    raise SystemError("AST constructor recursion depth mismatch (before=33, after=29)")
+
+
+@pytest.mark.parametrize("storage_dtype", ["float16", "float32"])
+def test_entries_read_back_without_parsing_python(tmp_path, monkeypatch, storage_dtype):
+    # np.load parses each header with ast.literal_eval, which fails at random when two threads
+    # parse at once on Python 3.11.0-3.11.7 (CPython gh-106905); tf.data reads from several.
+    model = RandomEncoderModel()
+    cache = EmbeddingCache(model, tmp_path, storage_dtype=storage_dtype)
+    cache.add(["a", "b"], lambda key: np.zeros(1), progress=False)
+    expected = model.image_embeddings(np.zeros((2, 1))).astype(storage_dtype).astype(np.float32)
+    monkeypatch.setattr(ast, "literal_eval", unavailable)
+    np.testing.assert_array_equal(np.stack([cache.get("a"), cache.get("b")]), expected)
+    for entry in glob.glob(os.path.join(tmp_path, "*.npy")):
+        with open(entry, "r+b") as stream:
+            stream.truncate(os.path.getsize(entry) - 2)
+    with pytest.raises(ValueError, match=r"cached embedding .*\.npy holds .* bytes.*delete it"):
+        cache.get("a")
 
 
 def test_a_changed_encoder_or_image_never_reuses_an_entry(tmp_path):
