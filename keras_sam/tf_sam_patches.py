@@ -27,6 +27,15 @@ rounding, 1e-5 relative, where fix 4 sums in another order).
    multiplied as they are instead of being transposed to split and join heads (fix 2 is part of
    it). Measured together in BENCHMARKS.md: forward, loss and gradients of a cached step 1.37x
    faster, a cached epoch 1.12x.
+5. Speed of the image encoder at 16-bit precision (the embedding cache under mixed_bfloat16):
+   its attention adds two relative-position terms to every score, rel_h[q, key row] and
+   rel_w[q, key column], as two passes over a score tensor of (heads, 4096, 4096) per image in
+   the global layers. The fix appends those terms to each query and one-hot codes of the key's row
+   and column to each key, so the score matmul adds them itself (accumulating in float32, which
+   also rounds less). In float32 the original is faster (the longer matmul costs more than the
+   adds save there) and is kept. At any precision, the encoder's MLPs run as 2-D matmuls, which
+   oneDNN fuses with their bias add and the exact GELU (in bfloat16 that GELU took 1.2 s of a
+   10 s embedding of 2 images: bfloat16's erf has no fast kernel).
 """
 
 import math
@@ -34,7 +43,8 @@ import types
 
 import tensorflow as tf
 import tf_keras as keras
-from transformers.models.sam.modeling_tf_sam import TFSamAttention, TFSamLayerNorm
+from transformers.models.sam.modeling_tf_sam import (TFSamAttention, TFSamLayerNorm, TFSamMLPBlock,
+                                                     TFSamVisionAttention)
 
 _DOT = "__"
 
@@ -51,6 +61,11 @@ def patch_tf_sam(sam):
         if isinstance(layer, (keras.layers.LayerNormalization, TFSamLayerNorm)):
             patch_layer_norm(layer)
     decoder.activation = gelu_in_float32
+    for layer in sam.vision_encoder.submodules:
+        if isinstance(layer, TFSamVisionAttention):
+            patch_vision_attention(layer)
+        elif isinstance(layer, TFSamMLPBlock):
+            layer.call = types.MethodType(_mlp_call, layer)
     return sam
 
 
@@ -64,6 +79,13 @@ def patch_attention(layer):
     """Fix 2 (and 4) on one TFSamAttention: scores and softmax in float32 under any precision
     policy, the heads of the longer side never transposed."""
     layer.call = types.MethodType(_block_attention_call, layer)
+    return layer
+
+
+def patch_vision_attention(layer):
+    """Fix 5 on one TFSamVisionAttention: at 16-bit precision, relative positions added inside
+    the score matmul."""
+    layer.call = types.MethodType(_vision_attention_call, layer)
     return layer
 
 
@@ -123,6 +145,53 @@ def _block_attention_call(self, query, key, value):
         out = tf.matmul(tf.cast(weights, v.dtype), _block_diagonal(v, heads))
     out = self.out_proj(tf.reshape(out, (-1, channels)))
     return tf.reshape(out, (batch, point_batch, queries, out.shape[-1]))
+
+
+def _vision_attention_call(self, hidden_states, output_attentions=False, training=False):
+    """TFSamVisionAttention.call; at 16-bit precision with the relative positions in the matmul."""
+    if not self.use_rel_pos or self.compute_dtype == "float32":
+        return TFSamVisionAttention.call(self, hidden_states, output_attentions=output_attentions, training=training)
+    return _attention_with_positions_in_matmul(self, hidden_states, output_attentions, training)
+
+
+def _attention_with_positions_in_matmul(self, hidden_states, output_attentions=False, training=False):
+    """TFSamVisionAttention.call with the relative-position terms added by the score matmul.
+
+    scores[q, k] = scale * q.k + rel_h[q, row(k)] + rel_w[q, column(k)] is the dot product of
+    [scale * q, rel_h[q, :], rel_w[q, :]] with [k, onehot(row(k)), onehot(column(k))].
+    """
+    batch = tf.shape(hidden_states)[0]
+    _, height, width, channels = hidden_states.shape
+    heads = self.num_attention_heads
+    qkv = tf.reshape(_dense_2d(self.qkv, hidden_states), (batch, height * width, 3, heads, channels // heads))
+    query, key, value = tf.unstack(tf.reshape(tf.transpose(qkv, (2, 0, 3, 1, 4)),
+                                              (3, batch * heads, height * width, channels // heads)))
+    grid = tf.reshape(query, (-1, height, width, channels // heads))
+    rows = tf.cast(self.get_rel_pos(height, height, self.rel_pos_h), query.dtype)
+    columns = tf.cast(self.get_rel_pos(width, width, self.rel_pos_w), query.dtype)
+    rel_h = tf.reshape(tf.einsum("bhwc,hkc->bhwk", grid, rows), (-1, height * width, height))
+    rel_w = tf.reshape(tf.einsum("bhwc,wkc->bhwk", grid, columns), (-1, height * width, width))
+    key_row = tf.repeat(tf.eye(height, dtype=key.dtype), width, axis=0)  # key k = row * width + column
+    key_column = tf.tile(tf.eye(width, dtype=key.dtype), [height, 1])
+    count = tf.shape(key)[0]
+    scores = tf.matmul(
+        tf.concat([query * self.scale, rel_h, rel_w], axis=-1),
+        tf.concat([key, tf.broadcast_to(key_row, (count, height * width, height)),
+                   tf.broadcast_to(key_column, (count, height * width, width))], axis=-1),
+        transpose_b=True)
+    weights = tf.nn.softmax(scores, axis=-1)
+    probabilities = tf.nn.dropout(weights, rate=self.dropout) if training and self.dropout else weights
+    output = tf.reshape(probabilities @ value, (batch, heads, height, width, channels // heads))
+    output = tf.reshape(tf.transpose(output, (0, 2, 3, 1, 4)), (-1, channels))
+    return tf.reshape(self.proj(output), (batch, height, width, channels)), (weights if output_attentions else None)
+
+
+def _mlp_call(self, hidden_states):
+    """TFSamMLPBlock.call as 2-D matmuls, which oneDNN fuses with their bias add and the first
+    with transformers' "gelu" (the exact one, as tf.nn.gelu computes it)."""
+    activation = tf.nn.gelu if self.config.hidden_act == "gelu" else self.act
+    hidden = self.lin2(activation(_dense_2d(self.lin1, hidden_states)))
+    return tf.reshape(hidden, tf.concat([tf.shape(hidden_states)[:-1], [hidden.shape[-1]]], axis=0))
 
 
 def _dense_2d(dense, x):

@@ -115,3 +115,61 @@ def test_a_patched_layer_norm_matches_keras_in_value_and_gradient(axis):
         results.append([y.numpy(), *(g.numpy() for g in tape.gradient(loss, [x, layer.gamma, layer.beta]))])
     for keras_value, patched_value in zip(*results):
         np.testing.assert_allclose(patched_value, keras_value, rtol=1e-4, atol=1e-5)
+
+
+def image_embeddings_with_random_positions(precision="float32", patch=None):
+    """Image embeddings of a tiny TFSamModel whose relative positions are random (they start at 0)."""
+    import tensorflow as tf
+    from transformers import TFSamModel
+    from transformers.models.sam.modeling_tf_sam import TFSamVisionAttention
+
+    from keras_sam import tiny_sam_config
+    from keras_sam.app.speed import precision_policy
+
+    keras.utils.set_random_seed(5)
+    with precision_policy(precision):
+        sam = TFSamModel(tiny_sam_config())
+    size = sam.config.vision_config.image_size
+    pixels = tf.constant(np.random.default_rng(5).normal(size=(2, 3, size, size)), sam.vision_encoder.compute_dtype)
+    sam.get_image_embeddings(pixels)  # builds the weights
+    rng = np.random.default_rng(6)
+    attentions = [layer for layer in sam.vision_encoder.submodules if isinstance(layer, TFSamVisionAttention)]
+    for layer in attentions:
+        layer.rel_pos_h.assign(rng.normal(0.0, 2.0, size=layer.rel_pos_h.shape))
+        layer.rel_pos_w.assign(rng.normal(0.0, 2.0, size=layer.rel_pos_w.shape))
+    if patch:
+        patch(sam)
+    return tf.cast(sam.get_image_embeddings(pixels), tf.float32).numpy()
+
+
+def test_the_image_encoder_rewrites_compute_what_transformers_computes():
+    # The relative positions inside the score matmul (used at 16-bit precision) and the 2-D MLPs,
+    # forced onto a float32 model: the same embeddings as transformers' code, to float32 rounding.
+    import types
+
+    from transformers.models.sam.modeling_tf_sam import TFSamVisionAttention
+
+    from keras_sam.tf_sam_patches import _attention_with_positions_in_matmul, patch_tf_sam
+
+    def patch_with_positions_in_matmul(sam):
+        patch_tf_sam(sam)
+        for layer in sam.vision_encoder.submodules:
+            if isinstance(layer, TFSamVisionAttention):
+                layer.call = types.MethodType(_attention_with_positions_in_matmul, layer)
+
+    reference = image_embeddings_with_random_positions()
+    for patch in (patch_tf_sam, patch_with_positions_in_matmul):
+        np.testing.assert_allclose(image_embeddings_with_random_positions(patch=patch), reference,
+                                   atol=1e-5 * np.abs(reference).max(), err_msg=patch.__name__)
+
+
+def test_the_bfloat16_image_encoder_stays_within_bfloat16_rounding_of_float32():
+    from keras_sam.tf_sam_patches import patch_tf_sam
+
+    reference = image_embeddings_with_random_positions()
+    patched = image_embeddings_with_random_positions("mixed_bfloat16", patch=patch_tf_sam)
+    unpatched = image_embeddings_with_random_positions("mixed_bfloat16")
+    scale = np.abs(reference).max()
+    assert np.abs(patched - reference).max() < 0.05 * scale
+    # The positions summed in the matmul's float32 accumulator round less than bfloat16 adds.
+    assert np.abs(patched - reference).mean() <= np.abs(unpatched - reference).mean()
