@@ -361,11 +361,32 @@ class SamSegmenter(TrainingOptions, keras.Model):
         if table != self._class_weights:
             self._class_weights = table
             self.train_function = None  # re-trace with the new weights
+        self._create_training_variables()
         return super().fit(*args, **kwargs)
 
     def evaluate(self, *args, **kwargs):
         reject_keras3("SamSegmenter.evaluate", callbacks=kwargs.get("callbacks") or [])
+        self._create_training_variables()
         return super().evaluate(*args, **kwargs)
+
+    def _create_training_variables(self):
+        """Creates the optimizer's slots and the compiled loss's and metrics' variables now.
+
+        Keras creates them inside the first traced step, and a tf.function that creates variables
+        is traced a second time without them: for sam-vit-base's decoder step that second trace
+        took about a third of the first epoch from cached embeddings (BENCHMARKS.md).
+        """
+        if not self._is_compiled:
+            return
+        with self.distribute_strategy.scope():
+            if isinstance(self.optimizer, keras.optimizers.Optimizer):
+                self.optimizer.build(self.trainable_variables)  # does nothing once built
+            # Shaped like what compute_loss and compute_metrics pass: (B, H, W, 1) masks.
+            masks = tf.zeros((1, self.mask_grid, self.mask_grid, 1))
+            if not self.compiled_loss.built:
+                self.compiled_loss.build(masks)
+            if not self.compiled_metrics.built:
+                self.compiled_metrics.build(masks, masks)
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)

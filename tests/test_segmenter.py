@@ -46,6 +46,18 @@ def test_frozen_encoders_stay_bit_identical_and_the_decoder_changes(trained):
     assert not same_weights(before["mask_decoder"], model.sam.mask_decoder)
 
 
+def test_fit_and_evaluate_trace_their_step_once():
+    # Optimizer slots and metric variables made inside the first trace would make TensorFlow
+    # trace the step a second time (about a third of a first epoch on sam-vit-base).
+    x, y = disks(8, seed=2)
+    model = tiny_segmenter(seed=2)
+    model.compile(metrics=["accuracy", keras.metrics.BinaryIoU(target_class_ids=[1])])
+    model.evaluate(x, y, batch_size=4, verbose=0)
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert model.test_function.experimental_get_tracing_count() == 1
+    assert model.train_function.experimental_get_tracing_count() == 1
+
+
 def test_evaluate_returns_loss_and_metrics(trained):
     model, _, _, (x, y) = trained
     result = model.evaluate(x, y, batch_size=8, verbose=0, return_dict=True)
