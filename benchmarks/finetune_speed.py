@@ -6,7 +6,9 @@ Runs at sam-vit-base shapes with random weights (speed does not depend on them),
   (b) first: what `keras-sam finetune` does by default on this machine: the precision policy it
       picks, the embedding cache built for all N images in a fresh directory, its XLA choice (the
       probe, timed each way, where a default-length run over N images is long enough to repay
-      it), and one epoch through its data pipeline;
+      it), and one epoch through its data pipeline (one stream of epochs, as finetune fits);
+      `first_epoch_phases_s` splits it into building the model, the cache, the XLA choice and
+      the fit;
   (c) cached: a later epoch, the same way;
   (d) phases of a cached step: the pipeline alone, the forward pass, forward + loss + gradients,
       the whole step, and the whole step without the IoU head's loss.
@@ -73,9 +75,10 @@ def write_images(folder, count, seed=0):
     return folder
 
 
-def timed_fit(model, dataset, epochs):
+def timed_fit(model, dataset, epochs, initial_epoch=0, steps_per_epoch=None):
     timer = EpochTimer()
-    model.fit(dataset, epochs=epochs, verbose=0, callbacks=[timer])
+    model.fit(dataset, epochs=initial_epoch + epochs, initial_epoch=initial_epoch, steps_per_epoch=steps_per_epoch,
+              verbose=0, callbacks=[timer])
     return timer.seconds
 
 
@@ -154,28 +157,39 @@ def main(argv=None):
             seed_epochs = timed_fit(reference, seed_data, args.seed_epochs)
 
         print("(b) first epoch as keras-sam finetune runs it...", file=sys.stderr)
+        first_phases = {}
         started = time.perf_counter()
         precision = choose_precision(args.precision, cpu_supports_bfloat16())
         with precision_policy(precision.value):
             model = SamSegmenter(TFSamModel(config))
         model.set_weights(reference.get_weights())
+        first_phases["build_model_s"] = time.perf_counter() - started
         cache = EmbeddingCache(model, os.path.join(work, "cache"), batch_size=batch,
                                preprocessing=processor.image_processor.to_json_string())
         cache_embeddings(lesions, processor, cache, progress=False)
-        cached = build_dataset(lesions, processor, batch_size=batch, prompts=prompts, seed=0, embeddings=cache)
+        first_phases["embedding_cache_s"] = time.perf_counter() - started - sum(first_phases.values())
+
+        def stream(first, last):  # epochs first..last-1 in one stream, as finetune fits
+            return build_dataset(lesions, processor, batch_size=batch, prompts=prompts, seed=0, embeddings=cache,
+                                 epochs=(first, last))
+
+        steps = steps_per_epoch(lesions, batch)
         if args.jit_compile is None:  # as finetune decides, for a run of its default length
-            jit = (too_short_to_probe(steps_per_epoch(lesions, batch) * DEFAULT_EPOCHS)
-                   or choose_jit_compile(step_timer(model, cached, loss)))
+            jit = (too_short_to_probe(steps * DEFAULT_EPOCHS)
+                   or choose_jit_compile(step_timer(model, stream(0, 1), loss)))
         else:
             jit = SpeedChoice(args.jit_compile, "asked for")
         model.compile(optimizer=default_optimizer(), loss=loss, jit_compile=jit.value)
-        timed_fit(model, cached, 1)
+        first_phases["xla_choice_s"] = time.perf_counter() - started - sum(first_phases.values())
+        timed_fit(model, stream(0, 1), 1, steps_per_epoch=steps)
         first_epoch = time.perf_counter() - started
+        first_phases["fit_s"] = first_epoch - sum(first_phases.values())
 
         print("(c) cached epochs...", file=sys.stderr)
-        cached_epochs = timed_fit(model, cached, args.cached_epochs)
+        cached_epochs = timed_fit(model, stream(1, 1 + args.cached_epochs), args.cached_epochs,
+                                  initial_epoch=1, steps_per_epoch=steps)
         print("(d) phases of a cached step...", file=sys.stderr)
-        breakdown = phases(model, cached, loss)
+        breakdown = phases(model, stream(0, 1), loss)
 
     seed_epoch_s = statistics.median(seed_epochs) if seed_epochs else None
     cached_epoch_s = statistics.median(cached_epochs)
@@ -197,6 +211,7 @@ def main(argv=None):
         "cached_epoch_range_s": [round(min(cached_epochs), 3), round(max(cached_epochs), 3)],
         "speedup": ratio(seed_epoch_s, cached_epoch_s),
         "first_epoch_ratio": ratio(first_epoch, seed_epoch_s),
+        "first_epoch_phases_s": {name: round(value, 2) for name, value in first_phases.items()},
         "cached_step_phases": breakdown,
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "tensorflow": tf.__version__,
