@@ -7,8 +7,9 @@ Runs at sam-vit-base shapes with random weights (speed does not depend on them),
       picks, the embedding cache built for all N images in a fresh directory, its XLA choice (the
       probe, timed each way, where a default-length run over N images is long enough to repay
       it), and one epoch through its data pipeline (one stream of epochs, as finetune fits);
-      `first_epoch_phases_s` splits it into building the model, the cache, the XLA choice and
-      the fit;
+      `first_epoch_phases_s` splits it into building the model, the cache (with the compiling
+      and tracing of the training step that finetune overlaps with it), the XLA choice and the
+      fit;
   (c) cached: a later epoch, the same way;
   (d) phases of a cached step: the pipeline alone, the forward pass, forward + loss + gradients,
       the whole step, and the whole step without the IoU head's loss.
@@ -164,10 +165,8 @@ def main(argv=None):
             model = SamSegmenter(TFSamModel(config))
         model.set_weights(reference.get_weights())
         first_phases["build_model_s"] = time.perf_counter() - started
-        cache = EmbeddingCache(model, os.path.join(work, "cache"), batch_size=batch,
+        cache = EmbeddingCache(model, os.path.join(work, "cache"),
                                preprocessing=processor.image_processor.to_json_string())
-        cache_embeddings(lesions, processor, cache, progress=False)
-        first_phases["embedding_cache_s"] = time.perf_counter() - started - sum(first_phases.values())
 
         def stream(first, last):  # epochs first..last-1 in one stream, as finetune fits
             return build_dataset(lesions, processor, batch_size=batch, prompts=prompts, seed=0, embeddings=cache,
@@ -175,11 +174,19 @@ def main(argv=None):
 
         steps = steps_per_epoch(lesions, batch)
         if args.jit_compile is None:  # as finetune decides, for a run of its default length
-            jit = (too_short_to_probe(steps * DEFAULT_EPOCHS)
-                   or choose_jit_compile(step_timer(model, stream(0, 1), loss)))
+            jit = too_short_to_probe(steps * DEFAULT_EPOCHS)  # None: to be measured on the cache
         else:
             jit = SpeedChoice(args.jit_compile, "asked for")
-        model.compile(optimizer=default_optimizer(), loss=loss, jit_compile=jit.value)
+
+        def compile_and_trace():  # what finetune does while the cache fills, when XLA needs no timing
+            model.compile(optimizer=default_optimizer(), loss=loss, jit_compile=jit.value)
+            model.trace_train_step(stream(0, 1))
+
+        cache_embeddings(lesions, processor, cache, progress=False, meanwhile=compile_and_trace if jit else None)
+        first_phases["embedding_cache_s"] = time.perf_counter() - started - sum(first_phases.values())
+        if jit is None:
+            jit = choose_jit_compile(step_timer(model, stream(0, 1), loss))
+            model.compile(optimizer=default_optimizer(), loss=loss, jit_compile=jit.value)
         first_phases["xla_choice_s"] = time.perf_counter() - started - sum(first_phases.values())
         timed_fit(model, stream(0, 1), 1, steps_per_epoch=steps)
         first_epoch = time.perf_counter() - started

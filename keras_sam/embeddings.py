@@ -10,6 +10,8 @@ the data set's size and a killed run never leaves a half-written entry.
 import hashlib
 import math
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import tensorflow as tf
@@ -78,28 +80,56 @@ class EmbeddingCache:
         entry = self._entry(key)
         return entry in self._memory if self.directory is None else os.path.exists(entry)
 
-    def add(self, keys, load_pixels, progress=True):
+    def add(self, keys, load_pixels, progress=True, meanwhile=None):
         """Computes and stores the embeddings of the keys not yet cached, in batches.
 
         Args:
             keys: content keys of images (e.g. a hash of their pixels).
             load_pixels: callable from a key to its (3, S, S) pixel values.
             progress: show a progress bar.
+            meanwhile: optional callable, run on this thread while the images after the first
+                batch are embedded on another. The encoder is then a traced graph running
+                outside Python, so Python work (tracing a training step: `keras-sam finetune`
+                does) overlaps it. It runs even when nothing is missing. An error in either
+                (or Ctrl-C) stops the embedding after the batch in progress and is raised;
+                the entries computed are kept.
 
         Returns:
             How many embeddings were computed.
         """
         missing = list(dict.fromkeys(key for key in keys if key not in self))
+        chunks = [missing[start:start + self.batch_size] for start in range(0, len(missing), self.batch_size)]
         bar = tqdm(total=len(missing), desc="Embedding images", unit="image",
                    disable=not progress or not missing)
-        for start in range(0, len(missing), self.batch_size):
-            chunk = missing[start:start + self.batch_size]
-            pixels = np.stack([load_pixels(key) for key in chunk])
-            embeddings = np.asarray(self._encode(pixels))
-            for key, embedding in zip(chunk, embeddings):
-                self._store(key, embedding.astype(self.storage_dtype))
-            bar.update(len(chunk))
-        bar.close()
+        stop = threading.Event()
+
+        def embed(chunks):
+            for chunk in chunks:
+                if stop.is_set():
+                    return
+                pixels = np.stack([load_pixels(key) for key in chunk])
+                embeddings = np.asarray(self._encode(pixels))
+                for key, embedding in zip(chunk, embeddings):
+                    self._store(key, embedding.astype(self.storage_dtype))
+                bar.update(len(chunk))
+
+        try:
+            embed(chunks[:1])  # traces the encoder here, before another thread runs it
+            if meanwhile is None:
+                embed(chunks[1:])
+            else:
+                pool = ThreadPoolExecutor(max_workers=1)
+                rest = pool.submit(embed, chunks[1:])
+                try:
+                    meanwhile()
+                    rest.result()
+                except BaseException:
+                    stop.set()  # the other thread ends after the batch it is on
+                    raise
+                finally:
+                    pool.shutdown(wait=True)
+        finally:
+            bar.close()
         return len(missing)
 
     def _store(self, key, embedding):

@@ -369,6 +369,19 @@ class SamSegmenter(TrainingOptions, keras.Model):
         self._create_training_variables()
         return super().evaluate(*args, **kwargs)
 
+    def trace_train_step(self, dataset):
+        """Traces the compiled training step for batches like `dataset`'s, ahead of `fit`.
+
+        `fit` on a dataset with the same element spec then starts with the step ready (for
+        sam-vit-base's decoder, tracing takes seconds). Useful while something else computes
+        outside Python: `keras-sam finetune` traces while the embedding cache fills. Compiling
+        again, or `fit` with another `class_weight`, discards the trace.
+        """
+        if not self._is_compiled:
+            raise RuntimeError("compile() the model before trace_train_step()")
+        self._create_training_variables()
+        self.make_train_function().get_concrete_function(tf.data.IteratorSpec(dataset.element_spec))
+
     def _create_training_variables(self):
         """Creates the optimizer's slots and the compiled loss's and metrics' variables now.
 

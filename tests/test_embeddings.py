@@ -1,6 +1,7 @@
 import ast
 import glob
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -96,6 +97,55 @@ def test_entries_read_back_without_parsing_python(tmp_path, monkeypatch, storage
             stream.truncate(os.path.getsize(entry) - 2)
     with pytest.raises(ValueError, match=r"cached embedding .*\.npy holds .* bytes.*delete it"):
         cache.get("a")
+
+
+def test_meanwhile_runs_while_the_images_after_the_first_batch_are_embedded(tmp_path):
+    model = RandomEncoderModel()
+    keys = ["a", "b", "c", "d"]
+    last_image_loaded = threading.Event()
+    seen = {}
+
+    def load_pixels(key):
+        if key == keys[-1]:
+            last_image_loaded.set()
+        return np.zeros(1)
+
+    def meanwhile():
+        seen["thread"] = threading.current_thread()
+        seen["first batch stored"] = "a" in cache
+        seen["rest embedded meanwhile"] = last_image_loaded.wait(timeout=60)
+
+    cache = EmbeddingCache(model, tmp_path / "with", batch_size=1)
+    assert cache.add(keys, load_pixels, progress=False, meanwhile=meanwhile) == 4
+    assert seen == {"thread": threading.main_thread(), "first batch stored": True, "rest embedded meanwhile": True}
+    alone = EmbeddingCache(model, tmp_path / "alone", batch_size=1)
+    alone.add(keys, load_pixels, progress=False)
+    for key in keys:
+        np.testing.assert_array_equal(cache.get(key), alone.get(key))
+
+
+def test_errors_on_either_side_of_meanwhile_are_raised_and_computed_entries_kept(tmp_path):
+    def fail():
+        raise ValueError("meanwhile failed")
+
+    model = RandomEncoderModel()
+    cache = EmbeddingCache(model, tmp_path, batch_size=1)
+    with pytest.raises(ValueError, match="meanwhile failed"):
+        cache.add(["a", "b", "c"], lambda key: np.zeros(1), progress=False, meanwhile=fail)
+    kept = [key for key in "abc" if key in cache]
+    assert kept[0] == "a"  # the first batch comes before meanwhile; the rest stops after its batch
+    np.testing.assert_array_equal(cache.get("a"), model.image_embeddings(np.zeros((1, 1)))[0].astype(np.float16))
+    assert cache.add(["a", "b", "c"], lambda key: np.zeros(1), progress=False) == 3 - len(kept)
+
+    def unreadable(key):
+        if key == "f":
+            raise OSError("cannot read image f")
+        return np.zeros(1)
+
+    ran = []
+    with pytest.raises(OSError, match="cannot read image f"):
+        cache.add(["d", "e", "f"], unreadable, progress=False, meanwhile=lambda: ran.append(True))
+    assert ran == [True] and "d" in cache and "e" in cache and "f" not in cache
 
 
 def test_a_changed_encoder_or_image_never_reuses_an_entry(tmp_path):

@@ -58,6 +58,21 @@ def test_fit_and_evaluate_trace_their_step_once():
     assert model.train_function.experimental_get_tracing_count() == 1
 
 
+def test_trace_train_step_traces_what_fit_then_runs():
+    x, y = disks(8, seed=3)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+    model = tiny_segmenter(seed=3)
+    with pytest.raises(RuntimeError, match="compile"):
+        model.trace_train_step(dataset)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    model.trace_train_step(dataset)
+    traced = model.train_function
+    assert traced.experimental_get_tracing_count() == 1
+    history = model.fit(dataset, epochs=2, verbose=0)
+    assert model.train_function is traced and traced.experimental_get_tracing_count() == 1
+    assert history.history["loss"][1] < history.history["loss"][0]
+
+
 def test_evaluate_returns_loss_and_metrics(trained):
     model, _, _, (x, y) = trained
     result = model.evaluate(x, y, batch_size=8, verbose=0, return_dict=True)

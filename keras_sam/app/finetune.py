@@ -93,11 +93,11 @@ def _finetune(settings, run, overwrite):
         print(f"Resuming the run in {run.path}.")
     write_manifest(run.manifest, plan.splits, plan.data, settings.seed, settings.val_split,
                    settings.test_split, plan.warnings)
-    cache = _cache_embeddings(settings, run, plan)
+    cache, compiled = _cache_embeddings(settings, run, plan)
     evaluation = _evaluation_datasets(settings, plan, cache)
     before = run.scores_before(lambda: {
         name: _scores(plan, name, dataset, "before fine-tuning")[0] for name, dataset in evaluation.items()})
-    _fit(settings, run, plan, cache)
+    _fit(settings, run, plan, cache, compiled)
     return _finish(settings, run, plan, evaluation, before)
 
 
@@ -142,14 +142,24 @@ def _plan(settings, run, state):
 
 
 def _cache_embeddings(settings, run, plan):
-    """The embedding cache, filled with every image's embedding (None without one)."""
+    """The embedding cache, filled with every image's embedding (None without one), and whether
+    the model was compiled meanwhile.
+
+    Where the XLA choice needs no timing on the cache, the model is compiled and its training step
+    traced while the encoder runs (seconds of Python that would otherwise come after it).
+    """
     if not settings.uses_embedding_cache:
-        return None
+        return None, False
     processor = plan.model.processor
     cache = EmbeddingCache(plan.model, run.embedding_cache,
                            preprocessing=processor.image_processor.to_json_string())
-    cache_embeddings(plan.lesion_set.lesions, processor, cache)
-    return cache
+    xla = _xla_choice_without_timing(settings, run, _total_steps(settings, plan))
+    meanwhile = None
+    if xla is not None:
+        _record_xla_choice(run, xla)
+        meanwhile = lambda: _compile(settings, plan, cache, xla.value, trace=True)  # noqa: E731
+    cache_embeddings(plan.lesion_set.lesions, processor, cache, meanwhile=meanwhile)
+    return cache, meanwhile is not None
 
 
 def _prompts(settings, kind=None):
@@ -171,31 +181,28 @@ def _scores(plan, name, dataset, when):
     return {"finetuned": summarize(rows), "box_baseline": summarize(rows, prefix="box_")}, rows, masks
 
 
-def _fit(settings, run, plan, cache):
-    """Compiles and fits, resuming after the last completed epoch; keeps the best weights."""
+def _fit(settings, run, plan, cache, compiled):
+    """Compiles (unless `compiled` while caching) and fits, resuming after the last completed
+    epoch; keeps the best weights."""
     model, splits = plan.model, plan.splits
-    processor = model.processor
-    common = dict(batch_size=settings.batch_size, prompts=_prompts(settings), seed=settings.seed)
-    total_steps = steps_per_epoch(splits["train"], settings.batch_size) * settings.epochs
-    jit_compile = _choose_jit_compile(settings, run, model, cache, total_steps,
-                                      build_dataset(splits["train"], processor, embeddings=cache, **common))
-    model.compile(optimizer=default_optimizer(settings.learning_rate), loss=get_loss(settings.loss),
-                  jit_compile=jit_compile)
+    if not compiled:
+        _compile(settings, plan, cache, _choose_jit_compile(settings, run, model, cache, plan))
     backup = run.backup(model)
     initial_epoch = backup.restore()
     if initial_epoch >= settings.epochs:
         return
     if initial_epoch:
         print(f"Resuming after epoch {initial_epoch} of {settings.epochs}.")
-    train = build_dataset(splits["train"], processor, embeddings=cache,
-                          epochs=(initial_epoch, settings.epochs), **common)
-    validation = build_dataset(splits["val"], processor, embeddings=cache, training=False, **common)
-    overlay_samples = build_dataset(splits["val"][:OVERLAY_SAMPLES], processor, training=False, **common)
+    train = _training_stream(settings, plan, cache, first_epoch=initial_epoch)
+    validation = build_dataset(splits["val"], model.processor, embeddings=cache, training=False,
+                               **_dataset_options(settings))
+    overlay_samples = build_dataset(splits["val"][:OVERLAY_SAMPLES], model.processor, training=False,
+                                    **_dataset_options(settings))
     callbacks = [
         StopOnNonFiniteLoss(),
         keras.callbacks.TensorBoard(run.logs),
         MaskOverlayCallback(overlay_samples, run.logs, max_samples=OVERLAY_SAMPLES,
-                            display_size=min(512, processor.image_processor.size["longest_edge"])),
+                            display_size=min(512, model.processor.image_processor.size["longest_edge"])),
         keras.callbacks.ModelCheckpoint(run.best_weights, monitor="val_dice", mode="max",
                                         save_best_only=True, save_weights_only=True,
                                         initial_value_threshold=run.best_score_so_far()),
@@ -214,7 +221,43 @@ def _fit(settings, run, plan, cache):
             "last good epoch if the same command is run again.") from error
 
 
-def _choose_jit_compile(settings, run, model, cache, total_steps, train):
+def _dataset_options(settings):
+    return dict(batch_size=settings.batch_size, prompts=_prompts(settings), seed=settings.seed)
+
+
+def _training_stream(settings, plan, cache, first_epoch=0):
+    """The training batches of epochs first_epoch..settings.epochs-1, one stream."""
+    return build_dataset(plan.splits["train"], plan.model.processor, embeddings=cache,
+                         epochs=(first_epoch, settings.epochs), **_dataset_options(settings))
+
+
+def _total_steps(settings, plan):
+    return steps_per_epoch(plan.splits["train"], settings.batch_size) * settings.epochs
+
+
+def _compile(settings, plan, cache, jit_compile, trace=False):
+    """Compiles the model for the run; `trace` also traces its training step."""
+    model = plan.model
+    model.compile(optimizer=default_optimizer(settings.learning_rate), loss=get_loss(settings.loss),
+                  jit_compile=jit_compile)
+    if trace:
+        model.trace_train_step(_training_stream(settings, plan, cache))
+
+
+def _xla_choice_without_timing(settings, run, total_steps):
+    """The XLA choice when it needs no timing: set, recorded by an earlier sitting, or a run too
+    short to repay the probe; None when it must be measured."""
+    if settings.jit_compile is not None:
+        return SpeedChoice(settings.jit_compile, "set by --jit-compile/--no-jit-compile or by the preset of --model")
+    return run.recorded_choice("jit_compile") or too_short_to_probe(total_steps)
+
+
+def _record_xla_choice(run, choice):
+    run.record_choice("jit_compile", choice)
+    print(f"XLA: {'on' if choice.value else 'off'} ({choice.reason}).")
+
+
+def _choose_jit_compile(settings, run, model, cache, plan):
     """XLA for the decoder step from cached embeddings: as set, or measured once on this machine
     where the run is long enough to repay it.
 
@@ -222,16 +265,12 @@ def _choose_jit_compile(settings, run, model, cache, total_steps, train):
     """
     if cache is None:
         return False
-    if settings.jit_compile is not None:
-        choice = SpeedChoice(settings.jit_compile,
-                             "set by --jit-compile/--no-jit-compile or by the preset of --model")
-    else:
-        choice = run.recorded_choice("jit_compile") or too_short_to_probe(total_steps)
+    choice = _xla_choice_without_timing(settings, run, _total_steps(settings, plan))
     if choice is None:
         print("Timing the training step with and without XLA on this machine...")
-        choice = choose_jit_compile(step_timer(model, train, get_loss(settings.loss)))
-    run.record_choice("jit_compile", choice)
-    print(f"XLA: {'on' if choice.value else 'off'} ({choice.reason}).")
+        probe = build_dataset(plan.splits["train"], model.processor, embeddings=cache, **_dataset_options(settings))
+        choice = choose_jit_compile(step_timer(model, probe, get_loss(settings.loss)))
+    _record_xla_choice(run, choice)
     return choice.value
 
 

@@ -154,11 +154,12 @@ class DataGenerator:
         return signature
 
 
-def cache_embeddings(lesions, processor, cache, progress=True):
-    """Computes the image embedding of every distinct image among `lesions` not yet in `cache`."""
+def cache_embeddings(lesions, processor, cache, progress=True, meanwhile=None):
+    """Computes the image embedding of every distinct image among `lesions` not yet in `cache`
+    (`meanwhile`: see EmbeddingCache.add)."""
     paths = {lesion.image_key: lesion.image_path for lesion in lesions}
     return cache.add(
-        list(paths), lambda key: preprocess_image(load_image(paths[key]), processor), progress
+        list(paths), lambda key: preprocess_image(load_image(paths[key]), processor), progress, meanwhile
     )
 
 
