@@ -113,13 +113,17 @@ class EmbeddingCache:
                     self._store(key, embedding.astype(self.storage_dtype))
                 bar.update(len(chunk))
 
+        def embed_the_rest():
+            embed(chunks[1:])
+            bar.close()  # the bar's time and rate are the embedding's, not meanwhile's
+
         try:
             embed(chunks[:1])  # traces the encoder here, before another thread runs it
             if meanwhile is None:
                 embed(chunks[1:])
             else:
                 pool = ThreadPoolExecutor(max_workers=1)
-                rest = pool.submit(embed, chunks[1:])
+                rest = pool.submit(embed_the_rest)
                 try:
                     meanwhile()
                     rest.result()
