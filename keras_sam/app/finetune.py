@@ -7,6 +7,7 @@ What the run folder holds and how a killed run resumes is `keras_sam.app.run_dir
 """
 
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -157,7 +158,7 @@ def _cache_embeddings(settings, run, plan):
     meanwhile = None
     if xla is not None:
         _record_xla_choice(run, xla)
-        meanwhile = lambda: _compile(settings, plan, cache, xla.value, trace=True)  # noqa: E731
+        meanwhile = functools.partial(_compile, settings, plan, cache, xla.value, trace=True)
     cache_embeddings(plan.lesion_set.lesions, processor, cache, meanwhile=meanwhile)
     return cache, meanwhile is not None
 
