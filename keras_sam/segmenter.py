@@ -386,8 +386,8 @@ class SamSegmenter(TrainingOptions, keras.Model):
         """Creates the optimizer's slots and the compiled loss's and metrics' variables now.
 
         Keras creates them inside the first traced step, and a tf.function that creates variables
-        is traced a second time without them: for sam-vit-base's decoder step that second trace
-        took about a third of the first epoch from cached embeddings (BENCHMARKS.md).
+        is traced a second time without them (for sam-vit-base's decoder step, 4.5 s more on
+        the development machine).
         """
         if not self._is_compiled:
             return
