@@ -111,17 +111,18 @@ def test_whole_model_checkpoints_load_compiled_with_their_optimizer_state(data, 
     continued = model.predict(x, batch_size=4, verbose=0)["mask_logits"]
     with pytest.raises(ValueError, match=r"cannot save SamSegmenter to .*\.h5.*Save to a \.keras file"):
         model.save(tmp_path / "model.h5")
-    for path in ("model.keras", "saved_model"):  # no custom_objects: the classes are registered
-        loaded = keras.models.load_model(tmp_path / path)
-        assert isinstance(loaded.loss, DiceLoss) and isinstance(loaded.optimizer, keras.optimizers.Adam)
-        assert [m["config"]["name"] for m in loaded.get_compile_config()["metrics"]] == ["accuracy", "dice"]
-        assert loaded.freeze == ("vision_encoder", "prompt_encoder")
-        assert len(loaded.trainable_variables) == len(model.trainable_variables)
-        np.testing.assert_allclose(loaded.predict(x, batch_size=4, verbose=0)["mask_logits"], saved, atol=1e-5)
+    loaded = {path: keras.models.load_model(tmp_path / path)  # no custom_objects: the classes are registered
+              for path in ("model.keras", "saved_model")}
+    for reloaded in loaded.values():
+        assert isinstance(reloaded.loss, DiceLoss) and isinstance(reloaded.optimizer, keras.optimizers.Adam)
+        assert [m["config"]["name"] for m in reloaded.get_compile_config()["metrics"]] == ["accuracy", "dice"]
+        assert reloaded.freeze == ("vision_encoder", "prompt_encoder")
+        assert len(reloaded.trainable_variables) == len(model.trainable_variables)
+        np.testing.assert_allclose(reloaded.predict(x, batch_size=4, verbose=0)["mask_logits"], saved, atol=1e-5)
     # One more epoch after loading the .keras file is the uninterrupted run's second epoch: Adam's
     # moments and step count came back (a SavedModel restores no optimizer state, for any tf-keras
     # model).
-    loaded = keras.models.load_model(tmp_path / "model.keras")
+    loaded = loaded["model.keras"]
     loaded.fit(x, y, batch_size=4, epochs=1, shuffle=False, verbose=0)
     np.testing.assert_allclose(loaded.predict(x, batch_size=4, verbose=0)["mask_logits"], continued, atol=1e-5)
     # Unfreezing after training: Adam has no state for the newly trainable weights, so it starts
