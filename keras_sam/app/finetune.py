@@ -187,7 +187,7 @@ def _fit(settings, run, plan, cache, compiled):
     epoch; keeps the best weights."""
     model, splits = plan.model, plan.splits
     if not compiled:
-        _compile(settings, plan, cache, _choose_jit_compile(settings, run, model, cache, plan))
+        _compile(settings, plan, cache, _choose_jit_compile(settings, run, plan, cache))
     backup = run.backup(model)
     initial_epoch = backup.restore()
     if initial_epoch >= settings.epochs:
@@ -258,7 +258,7 @@ def _record_xla_choice(run, choice):
     print(f"XLA: {'on' if choice.value else 'off'} ({choice.reason}).")
 
 
-def _choose_jit_compile(settings, run, model, cache, plan):
+def _choose_jit_compile(settings, run, plan, cache):
     """XLA for the decoder step from cached embeddings: as set, or measured once on this machine
     where the run is long enough to repay it.
 
@@ -269,8 +269,9 @@ def _choose_jit_compile(settings, run, model, cache, plan):
     choice = _xla_choice_without_timing(settings, run, _total_steps(settings, plan))
     if choice is None:
         print("Timing the training step with and without XLA on this machine...")
-        probe = build_dataset(plan.splits["train"], model.processor, embeddings=cache, **_dataset_options(settings))
-        choice = choose_jit_compile(step_timer(model, probe, get_loss(settings.loss)))
+        probe = build_dataset(plan.splits["train"], plan.model.processor, embeddings=cache,
+                              **_dataset_options(settings))
+        choice = choose_jit_compile(step_timer(plan.model, probe, get_loss(settings.loss)))
     _record_xla_choice(run, choice)
     return choice.value
 
