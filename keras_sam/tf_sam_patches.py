@@ -36,6 +36,15 @@ rounding, 1e-5 relative, where fix 4 sums in another order).
    adds save there) and is kept. At any precision, the encoder's MLPs run as 2-D matmuls, which
    oneDNN fuses with their bias add and the exact GELU (in bfloat16 that GELU took 1.2 s of a
    10 s embedding of 2 images: bfloat16's erf has no fast kernel).
+6. Speed of the mask decoder's upscaling: each of its two transposed convolutions (kernel 2,
+   stride 2) maps one pixel to a 2x2 block, and what follows them (layer norm over channels,
+   GELU, the masks as dot products with the hypernetwork's outputs) works pixel by pixel. So the
+   image tokens stay as (pixels, channels) rows, as the transformer leaves them: each
+   convolution is one 2-D matmul whose output rows are the block's pixels, and only the finished
+   masks are put back in image order. transformers' code transposes the 128x128 and 256x256 maps
+   to channels-first and back around each convolution, and TensorFlow's gradient of such a
+   convolution's kernel was the slowest op of a cached step (38 ms of 400 ms op time); a cached
+   epoch was 1.09x faster without them (BENCHMARKS.md).
 """
 
 import math
@@ -44,7 +53,7 @@ import types
 import tensorflow as tf
 import tf_keras as keras
 from transformers.models.sam.modeling_tf_sam import (TFSamAttention, TFSamLayerNorm, TFSamMLPBlock,
-                                                     TFSamVisionAttention)
+                                                     TFSamVisionAttention, shape_list)
 
 _DOT = "__"
 
@@ -61,6 +70,7 @@ def patch_tf_sam(sam):
         if isinstance(layer, (keras.layers.LayerNormalization, TFSamLayerNorm)):
             patch_layer_norm(layer)
     decoder.activation = gelu_in_float32
+    decoder.call = types.MethodType(_pixel_rows_decoder_call, decoder)
     for layer in sam.vision_encoder.submodules:
         if isinstance(layer, TFSamVisionAttention):
             patch_vision_attention(layer)
@@ -192,6 +202,50 @@ def _mlp_call(self, hidden_states):
     activation = tf.nn.gelu if self.config.hidden_act == "gelu" else self.act
     hidden = self.lin2(activation(_dense_2d(self.lin1, hidden_states)))
     return tf.reshape(hidden, tf.concat([tf.shape(hidden_states)[:-1], [hidden.shape[-1]]], axis=0))
+
+
+def _pixel_rows_decoder_call(self, image_embeddings, image_positional_embeddings, sparse_prompt_embeddings,
+                             dense_prompt_embeddings, multimask_output, output_attentions=None):
+    """TFSamMaskDecoder.call with the upscaling done on (pixels, channels) rows (fix 6)."""
+    batch, channels, height, width = shape_list(image_embeddings)
+    point_batch = tf.math.maximum(1, tf.shape(sparse_prompt_embeddings)[1])
+    tokens = tf.tile(tf.concat([self.iou_token, self.mask_tokens], axis=0)[None, None], [batch, point_batch, 1, 1])
+    if shape_list(sparse_prompt_embeddings)[1] != 0:
+        tokens = tf.concat((tokens, sparse_prompt_embeddings), axis=2)
+    image_embeddings = tf.repeat(image_embeddings + dense_prompt_embeddings, point_batch, axis=0)
+    point_embedding, image_embeddings, attentions = self.transformer(
+        point_embeddings=tf.cast(tokens, self.iou_token.dtype),
+        image_embeddings=image_embeddings,
+        image_positional_embeddings=tf.repeat(image_positional_embeddings, point_batch, axis=0),
+        output_attentions=output_attentions,
+    )
+    mask_tokens_out = point_embedding[:, :, 1:1 + self.num_mask_tokens, :]
+
+    # Rows in (image, token, then each block's pixel (dy, dx)) order, one per output pixel.
+    norm = self.upscale_layer_norm
+    rows = _upscale_rows(self.upscale_conv1, tf.reshape(image_embeddings, (-1, channels)))
+    rows = self.activation(tf.cast(_layer_norm(rows, norm.weight, norm.bias, 1, norm.eps), rows.dtype))
+    rows = self.activation(_upscale_rows(self.upscale_conv2, rows))
+    hyper_in = tf.stack([mlp(mask_tokens_out[:, :, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
+                        axis=2)
+    masks = tf.matmul(hyper_in, tf.reshape(rows, (batch, point_batch, -1, rows.shape[-1])), transpose_b=True)
+    # (..., y, x, dy1, dx1, dy2, dx2) -> image order: row 4y + 2dy1 + dy2, column 4x + 2dx1 + dx2.
+    masks = tf.reshape(masks, (batch, point_batch, self.num_mask_tokens, height, width, 2, 2, 2, 2))
+    masks = tf.reshape(tf.transpose(masks, (0, 1, 2, 3, 5, 7, 4, 6, 8)),
+                       (batch, point_batch, self.num_mask_tokens, 4 * height, 4 * width))
+    iou_pred = self.iou_prediction_head(point_embedding[:, :, 0, :])
+    kept = slice(1, None) if multimask_output else slice(0, 1)
+    return masks[:, :, kept], iou_pred[:, :, kept], attentions if output_attentions else None
+
+
+def _upscale_rows(convolution, rows):
+    """A channels-first Conv2DTranspose with kernel 2 and stride 2 on (pixels, C_in) rows: each
+    pixel's 2x2 block as 4 consecutive (pixels * 4, C_out) rows, in (dy, dx) order."""
+    kernel = convolution.kernel  # (dy, dx, C_out, C_in)
+    outputs, inputs = kernel.shape[2], kernel.shape[3]
+    matrix = tf.reshape(tf.transpose(tf.cast(kernel, rows.dtype), (3, 0, 1, 2)), (inputs, 4 * outputs))
+    blocks = tf.nn.bias_add(tf.matmul(rows, matrix), tf.tile(tf.cast(convolution.bias, rows.dtype), [4]))
+    return tf.reshape(blocks, (-1, outputs))
 
 
 def _dense_2d(dense, x):

@@ -49,12 +49,12 @@ def test_fit_runs_at_batch_32(toy_data):
     assert np.isfinite(history.history["loss"][0])
 
 
-def decoder_outputs_and_gradients(sam, inputs):
+def decoder_outputs_and_gradients(sam, inputs, multimask_output):
     """Masks, IoU scores and the gradient of a loss on both for every mask-decoder weight."""
     import tensorflow as tf
 
     with tf.GradientTape() as tape:
-        out = sam(pixel_values=None, **inputs, multimask_output=True, training=True)
+        out = sam(pixel_values=None, **inputs, multimask_output=multimask_output, training=True)
         loss = tf.reduce_mean(tf.square(out.pred_masks)) + tf.reduce_mean(out.iou_scores)
     weights = sam.mask_decoder.trainable_variables
     gradients = tape.gradient(loss, weights)
@@ -62,9 +62,11 @@ def decoder_outputs_and_gradients(sam, inputs):
         weight.name: gradient.numpy() for weight, gradient in zip(weights, gradients) if gradient is not None}
 
 
-def test_the_decoder_rewrites_compute_what_transformers_computes():
-    # Layer norms with a written-out gradient, GELU in float32 and block-diagonal attention:
-    # the same masks, scores and gradients as transformers' own code, to float32 rounding.
+@pytest.mark.parametrize("multimask_output, prompt_sets", [(True, 1), (False, 2)])
+def test_the_decoder_rewrites_compute_what_transformers_computes(multimask_output, prompt_sets):
+    # Layer norms with a written-out gradient, GELU in float32, block-diagonal attention and the
+    # upscaling on pixel rows: the same masks (in image order), scores and gradients as
+    # transformers' own code, to float32 rounding.
     from transformers import TFSamModel
 
     from keras_sam import tiny_sam_config
@@ -76,14 +78,14 @@ def test_the_decoder_rewrites_compute_what_transformers_computes():
     side = sam.config.vision_config.image_size // sam.config.vision_config.patch_size
     inputs = {
         "image_embeddings": rng.normal(size=(2, sam.config.vision_config.output_channels, side, side)).astype(np.float32),
-        "input_boxes": rng.uniform(10, 200, size=(2, 1, 4)).astype(np.float32),
-        "input_points": rng.uniform(10, 200, size=(2, 1, 3, 2)).astype(np.float32),
-        "input_labels": np.array([[[1, 0, 1]], [[1, 1, 0]]], np.int32),
+        "input_boxes": rng.uniform(10, 200, size=(2, prompt_sets, 4)).astype(np.float32),
+        "input_points": rng.uniform(10, 200, size=(2, prompt_sets, 3, 2)).astype(np.float32),
+        "input_labels": rng.integers(0, 2, size=(2, prompt_sets, 3)).astype(np.int32),
     }
-    masks, scores, gradients = decoder_outputs_and_gradients(sam, inputs)
+    masks, scores, gradients = decoder_outputs_and_gradients(sam, inputs, multimask_output)
     patch_tf_sam(sam)
     assert sam.mask_decoder.activation is gelu_in_float32
-    patched_masks, patched_scores, patched_gradients = decoder_outputs_and_gradients(sam, inputs)
+    patched_masks, patched_scores, patched_gradients = decoder_outputs_and_gradients(sam, inputs, multimask_output)
 
     np.testing.assert_allclose(patched_masks, masks, atol=1e-5 * np.abs(masks).max())
     np.testing.assert_allclose(patched_scores, scores, atol=1e-5)
