@@ -182,3 +182,28 @@ def test_embed_dataset_swaps_pixels_for_embeddings_once():
     from_cache = model.predict(dataset.map(lambda a, b: a), verbose=0)["mask_logits"]
     from_pixels = model.predict(x, batch_size=3, verbose=0)["mask_logits"]
     np.testing.assert_allclose(from_cache, from_pixels, atol=1e-5)
+
+
+@pytest.mark.parametrize("storage_dtype", ["float16", "float32"])
+def test_pipelines_read_entries_with_tensorflow_ops(tmp_path, monkeypatch, storage_dtype):
+    # tf.data reads entries without Python: through Python each waited for the interpreter lock.
+    cache = EmbeddingCache(RandomEncoderModel(), tmp_path, storage_dtype=storage_dtype)
+    cache.add(["a", "b"], lambda key: np.zeros(1), progress=False)
+    expected = np.stack([cache.get("b"), cache.get("a")])
+    monkeypatch.setattr(cache, "get", unavailable)
+    positions = tf.data.Dataset.from_tensor_slices(tf.constant([1, 0], tf.int64))
+    read = positions.map(cache.reader(["a", "b"]))
+    assert read.element_spec == cache.spec
+    np.testing.assert_array_equal(np.stack(list(read.as_numpy_iterator())), expected)
+    for entry in glob.glob(os.path.join(tmp_path, "*.npy")):
+        with open(entry, "r+b") as stream:
+            stream.truncate(os.path.getsize(entry) - 2)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"delete it and it is recomputed.*\.npy"):
+        list(read)
+
+
+def test_an_in_memory_cache_reads_through_python():
+    cache = EmbeddingCache(RandomEncoderModel())
+    cache.add(["a", "b"], lambda key: np.zeros(1), progress=False)
+    read = tf.data.Dataset.from_tensor_slices(tf.constant([1, 0], tf.int64)).map(cache.reader(["a", "b"]))
+    np.testing.assert_array_equal(np.stack(list(read.as_numpy_iterator())), np.stack([cache.get("b"), cache.get("a")]))

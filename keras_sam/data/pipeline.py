@@ -108,10 +108,14 @@ class DataGenerator:
             }
         return self._targets[index]
 
-    def __getitem__(self, index):
-        lesion = self.lesions[index]
+    def _targets_as_float(self, index):
         item = dict(self._lesion_targets(index))
         item["labels"] = item["labels"].astype(np.float32)
+        return item
+
+    def __getitem__(self, index):
+        lesion = self.lesions[index]
+        item = self._targets_as_float(index)
         if self.embeddings is not None:
             item["image_embeddings"] = self.embeddings.get(lesion.image_key)
         else:
@@ -123,18 +127,23 @@ class DataGenerator:
             yield self[index]
 
     def load(self, index):
-        """`self[index]` inside a tf.data pipeline: a tensor index in, a dict of tensors out."""
+        """`self[index]` inside a tf.data pipeline: a tensor index in, a dict of tensors out
+        (image embeddings read by TensorFlow ops: EmbeddingCache.reader)."""
         signature = self.output_signature()
-        keys = sorted(signature)
+        keys = sorted(key for key in signature if key != "image_embeddings")
 
         def read(position):
-            item = self[int(position)]
+            position = int(position)
+            item = self[position] if self.embeddings is None else self._targets_as_float(position)
             return [np.asarray(item[key], signature[key].dtype.as_numpy_dtype) for key in keys]
 
         values = tf.numpy_function(read, [index], [signature[key].dtype for key in keys])
         for value, key in zip(values, keys):
             value.set_shape(signature[key].shape)
-        return dict(zip(keys, values))
+        item = dict(zip(keys, values))
+        if self.embeddings is not None:
+            item["image_embeddings"] = self.embeddings.reader([lesion.image_key for lesion in self.lesions])(index)
+        return item
 
     def output_signature(self):
         """The tf.TensorSpec of each item, for tf.data.Dataset.from_generator."""
