@@ -15,7 +15,8 @@ Runs at sam-vit-base shapes with random weights (speed does not depend on them),
       the whole step, and the whole step without the IoU head's loss.
 Every step function is traced before it is timed; seed epochs are the median of 3, cached
 epochs of 15 (a cached epoch is about a second, and on a shared 2-core machine single epochs
-vary by up to 1.5x). The last line of stdout is one JSON object with the figures.
+vary by up to 1.5x). The last line of stdout is one JSON object with the figures and
+whether issue 13's targets are met (`targets_met`).
 
     python benchmarks/finetune_speed.py --images 8 --batch-size 2
 """
@@ -126,6 +127,14 @@ def phases(model, dataset, loss):
     return result
 
 
+def targets_met(speedup, first_epoch_ratio, precision):
+    """Issue 13's targets, each True or False (None without a seed epoch to compare with)."""
+    if speedup is None:
+        return None
+    limit = 0.8 if precision == "mixed_bfloat16" else 1.1  # the cache built in bfloat16, or not
+    return {"speedup >= 60": speedup >= 60, f"first_epoch_ratio <= {limit}": first_epoch_ratio <= limit}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=8)
@@ -218,6 +227,8 @@ def main(argv=None):
         "cached_epoch_range_s": [round(min(cached_epochs), 3), round(max(cached_epochs), 3)],
         "speedup": ratio(seed_epoch_s, cached_epoch_s),
         "first_epoch_ratio": ratio(first_epoch, seed_epoch_s),
+        "targets_met": targets_met(ratio(seed_epoch_s, cached_epoch_s), ratio(first_epoch, seed_epoch_s),
+                                   precision.value),
         "first_epoch_phases_s": {name: round(value, 2) for name, value in first_phases.items()},
         "cached_step_phases": breakdown,
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
