@@ -13,6 +13,8 @@ Runs at sam-vit-base shapes with random weights (speed does not depend on them),
   (c) cached: a later epoch, the same way;
   (d) phases of a cached step: the pipeline alone, the forward pass, forward + loss + gradients,
       the whole step, and the whole step without the IoU head's loss.
+(a) and (b) share the process and so TensorFlow's CPU allocator: the one `import keras_sam` asks
+for (`cpu_allocator` in the JSON; `TF_CPU_ALLOCATOR_USE_BFC=false` runs both on malloc).
 Every step function is traced before it is timed; seed epochs are the median of 3, cached
 epochs of 15 (a cached epoch is about a second, and on a shared 2-core machine single epochs
 vary by up to 1.5x). The last line of stdout is one JSON object with the figures and
@@ -47,6 +49,7 @@ from keras_sam.data import (PromptOptions, build_dataset, cache_embeddings, find
                             read_lesions, steps_per_epoch)
 from keras_sam.embeddings import EmbeddingCache  # noqa: E402
 from keras_sam.segmenter import default_optimizer  # noqa: E402
+from keras_sam.tf_allocator import allocator_in_use  # noqa: E402
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -231,6 +234,7 @@ def main(argv=None):
                                    precision.value),
         "first_epoch_phases_s": {name: round(value, 2) for name, value in first_phases.items()},
         "cached_step_phases": breakdown,
+        "cpu_allocator": allocator_in_use(),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "tensorflow": tf.__version__,
         "transformers": transformers.__version__,

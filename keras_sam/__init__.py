@@ -4,10 +4,15 @@ The names below load on first use, so importing a part of keras-sam pulls in onl
 needs: `keras_sam.data` and `keras_sam.geometry` import no Keras at all. In a program that has
 already imported tf_keras, `import keras_sam` loads the tf-keras model family at once, which
 registers its classes for `tf_keras.models.load_model`.
+
+Importing keras-sam also asks TensorFlow for its CPU allocator that keeps freed memory (much
+faster for SAM's large tensors; `keras_sam.tf_allocator` says why and how to opt out).
 """
 
 import importlib
 import sys
+
+from keras_sam.tf_allocator import prefer_reusing_allocator
 
 __version__ = "0.1.0"
 
@@ -27,6 +32,8 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
+
+prefer_reusing_allocator()
 
 
 def __getattr__(name):

@@ -11,8 +11,8 @@ import keras_sam.app.speed
 from conftest import tiny_segmenter
 from keras_sam.app.cli import main
 from keras_sam.app.run_directory import RunDirectory
-from keras_sam.app.speed import (MIN_STEPS_TO_PROBE, SpeedChoice, choose_jit_compile, choose_precision,
-                                 cpu_supports_bfloat16, too_short_to_probe)
+from keras_sam.app.speed import (MIN_STEPS_TO_PROBE, SpeedChoice, allocator_choice, choose_jit_compile,
+                                 choose_precision, cpu_supports_bfloat16, too_short_to_probe)
 
 
 @pytest.mark.parametrize("timings, expected", [
@@ -75,9 +75,13 @@ def test_a_run_probes_xla_once_says_so_and_a_resumed_run_reuses_it(phantom_dir, 
     argv = ["finetune", "--data", phantom_dir, "--model", str(saved), "--output", str(output), "--epochs", "1",
             "--precision", "float32", "--val-split", "0.25", "--test-split", "0.25"]
     assert main(argv) == 0
-    assert "XLA: off (measured on this machine: 0.900 s a step with XLA, 0.300 s without" in capsys.readouterr().out
+    log = capsys.readouterr().out
+    assert "XLA: off (measured on this machine: 0.900 s a step with XLA, 0.300 s without" in log
+    allocator = allocator_choice()
+    assert f"TensorFlow's CPU allocator: {allocator.value} ({allocator.reason})" in log
     recorded = json.loads((output / "speed.json").read_text())
     assert recorded["jit_compile"]["value"] is False and recorded["precision"]["value"] == "float32"
+    assert recorded["cpu_allocator"] == allocator.to_json()
     assert "jit_compile" in json.loads((output / "run.json").read_text())  # the settings keep "measure"
     os.remove(output / "metrics.json")  # as if killed before the end: the same command resumes
     assert main(argv) == 0

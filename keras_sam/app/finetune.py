@@ -20,8 +20,8 @@ from keras_sam.app.errors import TrainingStopped, UsageError
 from keras_sam.app.report import best_and_worst_grid, summary_table, write_lesion_csv
 from keras_sam.app.run_directory import COMPLETE, NEW, RunDirectory
 from keras_sam.app.settings import DEMO, load_segmenter, resolve
-from keras_sam.app.speed import (SpeedChoice, choose_jit_compile, choose_precision, cpu_supports_bfloat16,
-                                 precision_policy, step_timer, too_short_to_probe)
+from keras_sam.app.speed import (SpeedChoice, allocator_choice, choose_jit_compile, choose_precision,
+                                 cpu_supports_bfloat16, precision_policy, step_timer, too_short_to_probe)
 from keras_sam.callbacks import MaskOverlayCallback, NonFiniteLossError, StopOnNonFiniteLoss
 from keras_sam.data import (DataError, PromptOptions, build_dataset, cache_embeddings, find_records,
                             read_lesions, split_lesions, steps_per_epoch, write_busi_phantoms,
@@ -92,6 +92,9 @@ def _finetune(settings, run, overwrite):
         run.record_choice("precision", plan.precision)
     else:
         print(f"Resuming the run in {run.path}.")
+    allocator = allocator_choice()  # this sitting's process, recorded whether new or resumed
+    print(f"TensorFlow's CPU allocator: {allocator.value} ({allocator.reason}).")
+    run.record_choice("cpu_allocator", allocator)
     write_manifest(run.manifest, plan.splits, plan.data, settings.seed, settings.val_split,
                    settings.test_split, plan.warnings)
     cache, compiled = _cache_embeddings(settings, run, plan)

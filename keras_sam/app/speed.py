@@ -4,16 +4,20 @@ XLA (`jit_compile`) for the mask decoder's training step from cached embeddings 
 1.44x faster on one 2-core machine and 1.26x and 2.08x slower on others: when the run leaves it
 unset and is long enough to repay the measuring, a probe times a few steps each way and keeps the
 faster. Lower precision for the whole run (`mixed_bfloat16`) is used only where the CPU has
-bfloat16 instructions.
+bfloat16 instructions. TensorFlow's CPU allocator is chosen when keras-sam is imported
+(`keras_sam.tf_allocator`); the run says which it got.
 """
 
 import contextlib
 import dataclasses
+import os
 import time
 
 import tf_keras as keras
 
 from keras_sam.segmenter import default_optimizer
+from keras_sam import tf_allocator
+from keras_sam.tf_allocator import ALLOCATOR_VARIABLE
 
 PROBE_STEPS = 4
 MIN_STEPS_TO_PROBE = 400
@@ -46,6 +50,16 @@ def choose_precision(asked, cpu_has_bfloat16):
     if cpu_has_bfloat16:
         return SpeedChoice("mixed_bfloat16", "the CPU has bfloat16 instructions (avx512_bf16 or amx_bf16)")
     return SpeedChoice("float32", "the CPU has no bfloat16 instructions")
+
+
+def allocator_choice():
+    """TensorFlow's CPU allocator in this process ("bfc" or "malloc") and why, as a SpeedChoice."""
+    setting = f"{ALLOCATOR_VARIABLE}={os.environ.get(ALLOCATOR_VARIABLE, '(unset)')}"
+    if tf_allocator.allocator_in_use() == "bfc":
+        return SpeedChoice("bfc", f"keeps freed memory for reuse; {setting}")
+    if tf_allocator.asks_for_reusing_allocator():
+        return SpeedChoice("malloc", f"TensorFlow started before keras_sam was imported, so {setting} came too late")
+    return SpeedChoice("malloc", f"{setting} in the environment")
 
 
 @contextlib.contextmanager
