@@ -40,7 +40,7 @@ class EmbeddingCache:
         directory: where entries are stored; None keeps them in memory (small sets).
         storage_dtype: "float16" (default, half the disk) or "float32" (bit-exact).
         batch_size: images per vision-encoder call when computing. 2 is as fast an image as 4
-            (float32, sam-vit-base, 2-core CPU: 13.1 s against 13.7 s) and peaks 3.7 GB lower,
+            (float32, sam-vit-base, 2-core CPU: 14.2 s against 14.1 s) and peaks 3.6 GiB lower,
             memory TensorFlow's allocator keeps for the rest of the process (BENCHMARKS.md).
         preprocessing: a string describing the preprocessing (e.g. the processor's JSON), part of
             the key.
