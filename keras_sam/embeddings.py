@@ -1,5 +1,5 @@
 """The frozen-encoder cache: each image's embedding computed once, then fine-tuning runs the
-decoder alone (about 70x faster an epoch on CPU for sam-vit-base, BENCHMARKS.md).
+decoder alone (50-75x faster an epoch on CPU for sam-vit-base, BENCHMARKS.md).
 
 Entries are keyed on the vision encoder's weights, the preprocessing and the image's content, so a
 changed model or image never reuses a stale entry. On disk they are one `.npy` file per image
