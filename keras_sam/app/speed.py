@@ -15,8 +15,8 @@ import time
 
 import tf_keras as keras
 
-from keras_sam.segmenter import default_optimizer
 from keras_sam import tf_allocator
+from keras_sam.segmenter import default_optimizer
 from keras_sam.tf_allocator import ALLOCATOR_VARIABLE
 
 PROBE_STEPS = 4
