@@ -8,7 +8,6 @@ the data set's size and a killed run never leaves a half-written entry.
 """
 
 import hashlib
-import itertools
 import math
 import os
 import threading
@@ -105,26 +104,25 @@ class EmbeddingCache:
         bar = tqdm(total=len(missing), desc="Embedding images", unit="image",
                    disable=not progress or not missing)
         stop = threading.Event()
-        # The next batch's images are read and preprocessed while the encoder runs on this one.
-        loaded = prefetched(lambda chunk: np.stack([load_pixels(key) for key in chunk]), chunks)
 
-        def embed(count):
-            for chunk, pixels in itertools.islice(loaded, count):
+        def embed(chunks):
+            for chunk in chunks:
                 if stop.is_set():
                     return
+                pixels = np.stack([load_pixels(key) for key in chunk])
                 embeddings = np.asarray(self._encode(pixels))
                 for key, embedding in zip(chunk, embeddings):
                     self._store(key, embedding.astype(self.storage_dtype))
                 bar.update(len(chunk))
 
         def embed_the_rest():
-            embed(len(chunks))
+            embed(chunks[1:])
             bar.close()  # the bar's time and rate are the embedding's, not meanwhile's
 
         try:
-            embed(1)  # traces the encoder here, before another thread runs it
+            embed(chunks[:1])  # traces the encoder here, before another thread runs it
             if meanwhile is None:
-                embed(len(chunks))
+                embed(chunks[1:])
             else:
                 pool = ThreadPoolExecutor(max_workers=1)
                 rest = pool.submit(embed_the_rest)
@@ -137,7 +135,6 @@ class EmbeddingCache:
                 finally:
                     pool.shutdown(wait=True)
         finally:
-            loaded.close()  # waits for a batch being read ahead
             bar.close()
         return len(missing)
 
@@ -187,17 +184,6 @@ class EmbeddingCache:
             return read_entry_tensor(tf.gather(tf.constant(paths, tf.string), position), self.storage_dtype, self.shape)
 
         return from_disk
-
-
-def prefetched(function, items):
-    """Yields (item, function(item)) in order, computing the next item's while the caller works
-    on this one's, on a thread of its own. An error is raised where that item would be yielded."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        upcoming = pool.submit(function, items[0]) if items else None
-        for index, item in enumerate(items):
-            current = upcoming
-            upcoming = pool.submit(function, items[index + 1]) if index + 1 < len(items) else None
-            yield item, current.result()
 
 
 def read_entry(path, dtype, shape):
