@@ -21,6 +21,7 @@ _EXPORTS = {
     "DiceLoss": "keras_sam.losses",
     "DiceScore": "keras_sam.metrics",
     "FocalLoss": "keras_sam.losses",
+    "FusedAdam": "keras_sam.optimizers",
     "IoUScore": "keras_sam.metrics",
     "SamSegmenter": "keras_sam.segmenter",
     "SegmentationOutput": "keras_sam.segmenter",

@@ -94,7 +94,7 @@ def test_importing_keras_sam_registers_its_classes_for_load_model():
     program = ("import tf_keras as keras, keras_sam\n"
                "print(all(keras.saving.get_registered_object('keras_sam>' + name) is not None for name in "
                "('SamSegmenter', 'DiceLoss', 'DiceBCELoss', 'FocalLoss', 'DiceScore', 'IoUScore', "
-               "'OnProbabilities')))")
+               "'OnProbabilities', 'FusedAdam')))")
     result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
                             env=ENVIRONMENT, timeout=300)
     assert result.stdout.strip().splitlines()[-1] == "True", result.stderr[-2000:]

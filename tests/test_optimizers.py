@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from keras_sam.optimizers import FusedAdam
+from keras_sam import FusedAdam
 
 SHAPES = [(16, 8), (8,), (32, 32)]
 
