@@ -11,26 +11,31 @@ from keras_sam import tf_allocator
 from keras_sam.app.speed import SpeedChoice, allocator_choice
 from keras_sam.tf_allocator import ALLOCATOR_VARIABLE, prefer_reusing_allocator
 
-_KERAS_SAM_FIRST = """
-import keras_sam, tensorflow as tf
-tf.ones((256, 256))
+_MEASURE = """
+import resource
 from keras_sam.tf_allocator import allocator_in_use
-print(allocator_in_use())
+scores = tf.function(lambda x: tf.reduce_sum(tf.matmul(x, x, transpose_b=True)))  # 400 MB freed each call
+x = tf.ones((24, 2048, 64))
+scores(x)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+scores(x)
+print(allocator_in_use(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
-_TENSORFLOW_FIRST = """
+_KERAS_SAM_FIRST = "import keras_sam, tensorflow as tf\n" + _MEASURE
+_TENSORFLOW_FIRST = ("import tensorflow as tf\n"
+                     "tf.ones((256, 256))  # TensorFlow's runtime starts here and chooses its allocator\n"
+                     "import keras_sam\n" + _MEASURE)
+_TENSORFLOW_ALONE = """
 import tensorflow as tf
-tf.ones((256, 256))  # TensorFlow's runtime starts here and chooses its allocator
-import keras_sam
-from keras_sam.tf_allocator import allocator_in_use
-print(allocator_in_use())
+try:
+    tf.config.experimental.get_memory_info("CPU:0")
+    print("onednn")  # a default allocator that keeps statistics: oneDNN's, on CPUs it targets
+except ValueError:
+    print("malloc")
 """
 
 
-@pytest.mark.parametrize("program, setting, expected", [
-    (_KERAS_SAM_FIRST, None, "bfc"), (_KERAS_SAM_FIRST, "false", "malloc"), (_KERAS_SAM_FIRST, "true", "bfc"),
-    (_TENSORFLOW_FIRST, None, "malloc"),
-], ids=["keras-sam-first", "opted-out", "asked-for", "tensorflow-first"])
-def test_tensorflow_uses_the_allocator_keras_sam_asks_for_unless_told_otherwise(program, setting, expected):
+def run(program, setting):
     environ = {key: value for key, value in os.environ.items() if key != ALLOCATOR_VARIABLE}
     if setting is not None:
         environ[ALLOCATOR_VARIABLE] = setting
@@ -38,7 +43,25 @@ def test_tensorflow_uses_the_allocator_keras_sam_asks_for_unless_told_otherwise(
     result = subprocess.run([sys.executable, "-c", program], env=environ, capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.split()[-1] == expected
+    return result.stdout.split()
+
+
+@pytest.fixture(scope="module")
+def tensorflow_default():
+    """TensorFlow's own CPU allocator on this machine, keras-sam not imported."""
+    return run(_TENSORFLOW_ALONE, "false")[-1]
+
+
+@pytest.mark.parametrize("program, setting, expected", [
+    (_KERAS_SAM_FIRST, None, "bfc"), (_KERAS_SAM_FIRST, "false", "default"), (_KERAS_SAM_FIRST, "true", "bfc"),
+    (_TENSORFLOW_FIRST, None, "default"),
+], ids=["keras-sam-first", "opted-out", "asked-for", "tensorflow-first"])
+def test_tensorflow_uses_the_allocator_keras_sam_asks_for_unless_told_otherwise(program, setting, expected,
+                                                                              tensorflow_default):
+    in_use, page_faults = run(program, setting)[-2:]
+    assert in_use == (tensorflow_default if expected == "default" else expected)
+    # What the names mean: malloc maps 400 MB of fresh pages for the second call; the others reuse.
+    assert (int(page_faults) > 20_000) == (in_use == "malloc"), (in_use, page_faults)
 
 
 def test_a_setting_already_in_the_environment_is_kept():
@@ -48,12 +71,16 @@ def test_a_setting_already_in_the_environment_is_kept():
     assert prefer_reusing_allocator(environ) == "true" and environ == {ALLOCATOR_VARIABLE: "true"}
 
 
-@pytest.mark.parametrize("in_use, setting, expected", [
-    ("bfc", "true", "keeps freed memory for reuse; TF_CPU_ALLOCATOR_USE_BFC=true"),
-    ("malloc", "false", "TF_CPU_ALLOCATOR_USE_BFC=false in the environment"),
-    ("malloc", "1", "TensorFlow started before keras_sam was imported, so TF_CPU_ALLOCATOR_USE_BFC=1 came too late"),
+@pytest.mark.parametrize("in_use, setting, too_late, expected", [
+    ("bfc", "true", False, "keeps freed memory for reuse; TF_CPU_ALLOCATOR_USE_BFC=true"),
+    ("malloc", "false", False, "TF_CPU_ALLOCATOR_USE_BFC=false in the environment"),
+    ("malloc", "true", True,
+     "TensorFlow started before keras_sam was imported, so TF_CPU_ALLOCATOR_USE_BFC=true came too late"),
+    ("onednn", "false", False,
+     "TensorFlow's default on this CPU, keeps freed memory too; TF_CPU_ALLOCATOR_USE_BFC=false in the environment"),
 ])
-def test_the_run_says_which_allocator_it_got_and_why(monkeypatch, in_use, setting, expected):
+def test_the_run_says_which_allocator_it_got_and_why(monkeypatch, in_use, setting, too_late, expected):
     monkeypatch.setenv(ALLOCATOR_VARIABLE, setting)
     monkeypatch.setattr(tf_allocator, "allocator_in_use", lambda: in_use)
+    monkeypatch.setattr(tf_allocator, "asked_too_late", lambda: too_late)
     assert allocator_choice() == SpeedChoice(in_use, expected)

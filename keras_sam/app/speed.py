@@ -53,13 +53,19 @@ def choose_precision(asked, cpu_has_bfloat16):
 
 
 def allocator_choice():
-    """TensorFlow's CPU allocator in this process ("bfc" or "malloc") and why, as a SpeedChoice."""
+    """TensorFlow's CPU allocator in this process ("bfc", "onednn" or "malloc") and why, as a
+    SpeedChoice."""
     setting = f"{ALLOCATOR_VARIABLE}={os.environ.get(ALLOCATOR_VARIABLE, '(unset)')}"
-    if tf_allocator.allocator_in_use() == "bfc":
+    in_use = tf_allocator.allocator_in_use()
+    if in_use == "bfc":
         return SpeedChoice("bfc", f"keeps freed memory for reuse; {setting}")
-    if tf_allocator.asks_for_reusing_allocator():
-        return SpeedChoice("malloc", f"TensorFlow started before keras_sam was imported, so {setting} came too late")
-    return SpeedChoice("malloc", f"{setting} in the environment")
+    if tf_allocator.asked_too_late():
+        why = f"TensorFlow started before keras_sam was imported, so {setting} came too late"
+    else:
+        why = f"{setting} in the environment"
+    if in_use == "onednn":
+        return SpeedChoice("onednn", f"TensorFlow's default on this CPU, keeps freed memory too; {why}")
+    return SpeedChoice("malloc", why)
 
 
 @contextlib.contextmanager
