@@ -18,7 +18,7 @@ it pays what a fresh `keras-sam finetune` pays: the runtime's first calls, and t
 the memory TensorFlow's allocator then keeps (run after the seed, it found that memory ready and
 looked several seconds faster than any real first epoch). (a) runs last; its timed epochs follow
 an untimed one. All phases share TensorFlow's CPU allocator, the one `import keras_sam` asks for
-(`cpu_allocator` in the JSON; `TF_CPU_ALLOCATOR_USE_BFC=false` runs them on malloc).
+(`cpu_allocator` in the JSON; `TF_CPU_ALLOCATOR_USE_BFC=false` leaves the choice to TensorFlow).
 Every step function is traced before it is timed; seed epochs are the median of 3, cached
 epochs of 15 (a cached epoch is about a second, and on a shared 2-core machine single epochs
 vary by up to 1.5x). The last line of stdout is one JSON object with the figures and

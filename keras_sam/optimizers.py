@@ -28,10 +28,11 @@ class FusedAdam(keras.optimizers.Adam):
     """
 
     @tf.__internal__.tracking.no_automatic_dependency_tracking
-    def apply_gradients(self, grads_and_vars, name=None):
+    def apply_gradients(self, grads_and_vars, *args, **kwargs):
         self._step_constants = {}  # by dtype and graph: the step's scalars, made once for all its weights
         try:
-            return super().apply_gradients(grads_and_vars, name=name)
+            # Keras's own arguments pass through (a LossScaleOptimizer gives skip_gradients_aggregation).
+            return super().apply_gradients(grads_and_vars, *args, **kwargs)
         finally:
             del self._step_constants
 

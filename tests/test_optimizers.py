@@ -61,3 +61,14 @@ def test_fused_adam_round_trips_through_keras_serialization():
     revived = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
     assert type(revived) is FusedAdam
     assert revived.get_config() == optimizer.get_config()
+
+
+def test_fused_adam_under_loss_scaling_trains_as_keras_adam_does():
+    # mixed_float16 wraps the optimizer in a LossScaleOptimizer, which calls apply_gradients with
+    # Keras's own keyword arguments.
+    weights = {}
+    for name, adam in (("keras", keras.optimizers.Adam), ("fused", FusedAdam)):
+        optimizer = keras.mixed_precision.LossScaleOptimizer(adam(1e-2, jit_compile=False))
+        weights[name], _ = train(optimizer, steps=10)
+    for expected, actual in zip(weights["keras"], weights["fused"]):
+        np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
