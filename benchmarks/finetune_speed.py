@@ -4,17 +4,17 @@ Runs at sam-vit-base shapes with random weights (speed does not depend on them),
   (a) seed: keras.io-style epochs in float32, the vision encoder recomputed every step, the
       decoder trained;
   (b) first: what `keras-sam finetune` does by default on this machine: the precision policy it
-      picks, the embedding cache built for all N images in a fresh directory, its XLA choice (the
+      picks, the model loaded with `from_pretrained` (from a checkpoint a child process wrote, as
+      a run loads a downloaded or shipped one), the embedding cache built for all N images in a fresh directory, its XLA choice (the
       probe, timed each way, where a default-length run over N images is long enough to repay
       it), and one epoch through its data pipeline (one stream of epochs, as finetune fits);
-      `first_epoch_phases_s` splits it into building the model, the cache (with the compiling
+      `first_epoch_phases_s` splits it into loading the model, the cache (with the compiling
       and tracing of the training step that finetune overlaps with it), the XLA choice and the
       fit;
   (c) cached: a later epoch, the same way;
   (d) phases of a cached step: the pipeline alone, the forward pass, forward + loss + gradients,
       the whole step, and the whole step without the IoU head's loss.
-(b) runs first, as the first work of the process (only the seed's model is built before it), so
-it pays what a fresh `keras-sam finetune` pays: the runtime's first calls, and the first touch of
+(b) runs first, as the first work of the process, so it pays what a fresh `keras-sam finetune` pays: the runtime's first calls, and the first touch of
 the memory TensorFlow's allocator then keeps (run after the seed, it found that memory ready and
 looked several seconds faster than any real first epoch). (a) runs last; its timed epochs follow
 an untimed one. All phases share TensorFlow's CPU allocator, the one `import keras_sam` asks for
@@ -32,6 +32,7 @@ import json
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -82,6 +83,12 @@ def write_images(folder, count, seed=0):
         Image.fromarray(image).save(os.path.join(folder, "images", f"{index}.png"))
         Image.fromarray(mask.astype(np.uint8) * 255).save(os.path.join(folder, "masks", f"{index}.png"))
     return folder
+
+
+def write_checkpoint(folder):
+    """sam-vit-base with random weights (seed 0) saved to `folder` by `save_pretrained`."""
+    keras.utils.set_random_seed(0)
+    SamSegmenter(TFSamModel(sam_vit_base_config())).save_pretrained(folder)
 
 
 def timed_fit(model, dataset, epochs, initial_epoch=0, steps_per_epoch=None):
@@ -152,17 +159,19 @@ def main(argv=None):
     parser.add_argument("--jit-compile", default=None, action=argparse.BooleanOptionalAction,
                         help="XLA for the cached step (default: probed, as keras-sam finetune does)")
     parser.add_argument("--skip-seed", action="store_true", help="time only (b), (c) and (d)")
+    parser.add_argument("--write-checkpoint", help=argparse.SUPPRESS)  # the child process's job
     args = parser.parse_args(argv)
+    if args.write_checkpoint:
+        return write_checkpoint(args.write_checkpoint)
     loss = DiceLoss()
     batch = args.batch_size
 
     with tempfile.TemporaryDirectory() as work:
         lesions = read_lesions(find_records(write_images(os.path.join(work, "data"), args.images)),
                                progress=False).lesions
-        config = sam_vit_base_config()
-        keras.utils.set_random_seed(0)
-        reference = SamSegmenter(TFSamModel(config))
-        processor = reference.processor
+        # Written by a child, so that nothing has touched this process's allocator before (b).
+        checkpoint = os.path.join(work, "checkpoint")
+        subprocess.run([sys.executable, os.path.abspath(__file__), "--write-checkpoint", checkpoint], check=True)
         prompts = PromptOptions("box", jitter=20.0)
 
         print("(b) first epoch as keras-sam finetune runs it...", file=sys.stderr)
@@ -170,9 +179,9 @@ def main(argv=None):
         started = time.perf_counter()
         precision = choose_precision(args.precision, cpu_supports_bfloat16())
         with precision_policy(precision.value):
-            model = SamSegmenter(TFSamModel(config))
-        model.set_weights(reference.get_weights())
-        first_phases["build_model_s"] = time.perf_counter() - started
+            model = SamSegmenter.from_pretrained(checkpoint)
+        processor = model.processor
+        first_phases["load_model_s"] = time.perf_counter() - started
         cache = EmbeddingCache(model, os.path.join(work, "cache"),
                                preprocessing=processor.image_processor.to_json_string())
 
@@ -209,6 +218,7 @@ def main(argv=None):
         seed_epochs = None
         if not args.skip_seed:  # last: (b) must be the first work of the process, as finetune's is
             print("(a) seed epochs (float32, encoder every step)...", file=sys.stderr)
+            reference = SamSegmenter.from_pretrained(checkpoint)
             reference.compile(optimizer=default_optimizer(), loss=loss)
             seed_data = build_dataset(lesions, processor, batch_size=batch, prompts=prompts, seed=0)
             reference.fit(seed_data.take(1), epochs=1, verbose=0)  # trace

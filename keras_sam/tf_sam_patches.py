@@ -32,7 +32,11 @@ rounding, 1e-5 relative, where fix 4 sums in another order).
    rel_w[q, key column], as two passes over a score tensor of (heads, 4096, 4096) per image in
    the global layers. The fix appends those terms to each query and one-hot codes of the key's row
    and column to each key, so the score matmul adds them itself (accumulating in float32, which
-   also rounds less). In float32 the original is faster (the longer matmul costs more than the
+   also rounds less). The scores are computed a few heads at a time (`SCORES_PER_PASS`): all 12
+   heads of 2 images at once held 800 MB, most of a cache's memory, and on a virtual machine
+   each first touch of fresh memory is costly (a fresh process's first embedding made 380,000
+   page faults, 5 s of system time; with 4 passes 2.2 s, and the first embedding ~1.5 s sooner).
+   In float32 the original is faster (the longer matmul costs more than the
    adds save there) and is kept. At any precision, the encoder's MLPs run as 2-D matmuls, which
    oneDNN fuses with their bias add and the exact GELU (in bfloat16 that GELU took 1.2 s of a
    10 s embedding of 2 images: bfloat16's erf has no fast kernel).
@@ -56,6 +60,10 @@ from transformers.models.sam.modeling_tf_sam import (TFSamAttention, TFSamLayerN
                                                      TFSamVisionAttention, shape_list)
 
 _DOT = "__"
+# Fix 5's attention computes the scores of a few heads at a time, at most this many bytes of
+# scores an image: a global layer of sam-vit-base (4096 tokens) in bfloat16 holds 32 MiB a head,
+# so 3 of its 12 heads a pass.
+SCORES_PER_PASS = 96 * 2**20
 
 
 def patch_tf_sam(sam):
@@ -184,16 +192,32 @@ def _attention_with_positions_in_matmul(self, hidden_states, output_attentions=F
     key_row = tf.repeat(tf.eye(height, dtype=key.dtype), width, axis=0)  # key k = row * width + column
     key_column = tf.tile(tf.eye(width, dtype=key.dtype), [height, 1])
     count = tf.shape(key)[0]
-    scores = tf.matmul(
-        tf.concat([query * self.scale, rel_h, rel_w], axis=-1),
-        tf.concat([key, tf.broadcast_to(key_row, (count, height * width, height)),
-                   tf.broadcast_to(key_column, (count, height * width, width))], axis=-1),
-        transpose_b=True)
-    weights = tf.nn.softmax(scores, axis=-1)
-    probabilities = tf.nn.dropout(weights, rate=self.dropout) if training and self.dropout else weights
-    output = tf.reshape(probabilities @ value, (batch, heads, height, width, channels // heads))
+    queries = tf.concat([query * self.scale, rel_h, rel_w], axis=-1)
+    keys = tf.concat([key, tf.broadcast_to(key_row, (count, height * width, height)),
+                      tf.broadcast_to(key_column, (count, height * width, width))], axis=-1)
+    group = _heads_per_pass(height * width, heads, query.dtype)
+    passes = [group] * (heads // group) + ([heads % group] if heads % group else [])
+    by_head = [tf.split(tf.reshape(x, (batch, heads, height * width, x.shape[-1])), passes, axis=1)
+               for x in (queries, keys, value)]
+    outputs, all_weights = [], []
+    for queries_part, keys_part, values_part in zip(*by_head):
+        with tf.control_dependencies(outputs[-1:]):  # one pass after the other: its scores are the peak
+            scores = tf.matmul(queries_part, keys_part, transpose_b=True)
+        weights = tf.nn.softmax(scores, axis=-1)
+        probabilities = tf.nn.dropout(weights, rate=self.dropout) if training and self.dropout else weights
+        outputs.append(probabilities @ values_part)
+        all_weights.append(weights)
+    output = tf.concat(outputs, axis=1) if len(outputs) > 1 else outputs[0]  # (batch, heads, tokens, channels)
+    output = tf.reshape(output, (batch, heads, height, width, channels // heads))
     output = tf.reshape(tf.transpose(output, (0, 2, 3, 1, 4)), (-1, channels))
-    return tf.reshape(self.proj(output), (batch, height, width, channels)), (weights if output_attentions else None)
+    weights = tf.reshape(tf.concat(all_weights, axis=1), (-1, height * width, height * width)) if output_attentions else None
+    return tf.reshape(self.proj(output), (batch, height, width, channels)), weights
+
+
+def _heads_per_pass(tokens, heads, dtype):
+    """How many heads' scores one pass of the attention computes: (tokens, tokens) each, at most
+    SCORES_PER_PASS bytes an image (at least one head)."""
+    return max(1, min(heads, SCORES_PER_PASS // (tokens * tokens * tf.as_dtype(dtype).size)))
 
 
 def _mlp_call(self, hidden_states):

@@ -144,14 +144,19 @@ def image_embeddings_with_random_positions(precision="float32", patch=None):
     return tf.cast(sam.get_image_embeddings(pixels), tf.float32).numpy()
 
 
-def test_the_image_encoder_rewrites_compute_what_transformers_computes():
+@pytest.mark.parametrize("scores_per_pass", ["default", 1])  # 1: a single head a pass
+def test_the_image_encoder_rewrites_compute_what_transformers_computes(monkeypatch, scores_per_pass):
     # The relative positions inside the score matmul (used at 16-bit precision) and the 2-D MLPs,
     # forced onto a float32 model: the same embeddings as transformers' code, to float32 rounding.
     import types
 
     from transformers.models.sam.modeling_tf_sam import TFSamVisionAttention
 
+    from keras_sam import tf_sam_patches
     from keras_sam.tf_sam_patches import _attention_with_positions_in_matmul, patch_tf_sam
+
+    if scores_per_pass != "default":
+        monkeypatch.setattr(tf_sam_patches, "SCORES_PER_PASS", scores_per_pass)
 
     def patch_with_positions_in_matmul(sam):
         patch_tf_sam(sam)
@@ -175,3 +180,29 @@ def test_the_bfloat16_image_encoder_stays_within_bfloat16_rounding_of_float32():
     assert np.abs(patched - reference).max() < 0.05 * scale
     # The positions summed in the matmul's float32 accumulator round less than bfloat16 adds.
     assert np.abs(patched - reference).mean() <= np.abs(unpatched - reference).mean()
+
+
+def test_the_bfloat16_image_encoder_holds_the_scores_of_few_heads_at_a_time(monkeypatch):
+    # 4096 image tokens, as sam-vit-base's global layers: 32 MiB of bfloat16 scores a head. One
+    # head a pass must need less memory than both at once, for the same embeddings.
+    import tensorflow as tf
+    from transformers import TFSamModel
+
+    from keras_sam import tf_sam_patches, tiny_sam_config
+    from keras_sam.app.speed import precision_policy
+
+    keras.utils.set_random_seed(0)
+    with precision_policy("mixed_bfloat16"):
+        sam = tf_sam_patches.patch_tf_sam(TFSamModel(tiny_sam_config(image_size=1024)))
+    pixels = tf.constant(np.random.default_rng(0).normal(size=(1, 3, 1024, 1024)), tf.bfloat16)
+    head_bytes = 4096 * 4096 * 2
+    peaks, embeddings = {}, {}
+    for scores_per_pass in (2 * head_bytes, head_bytes):
+        monkeypatch.setattr(tf_sam_patches, "SCORES_PER_PASS", scores_per_pass)
+        embed = tf.function(sam.get_image_embeddings).get_concrete_function(pixels)  # traced with it
+        embed(pixels)
+        tf.config.experimental.reset_memory_stats("CPU:0")
+        embeddings[scores_per_pass] = tf.cast(embed(pixels), tf.float32).numpy()
+        peaks[scores_per_pass] = tf.config.experimental.get_memory_info("CPU:0")["peak"]
+    np.testing.assert_array_equal(embeddings[head_bytes], embeddings[2 * head_bytes])
+    assert peaks[head_bytes] <= peaks[2 * head_bytes] - 0.9 * head_bytes, peaks
