@@ -26,6 +26,7 @@ class _MeanPerSampleScore(keras.metrics.Metric):
         self.total = self.add_weight(name="total", initializer="zeros")
         self.count = self.add_weight(name="count", initializer="zeros")
 
+    @tf.autograph.experimental.do_not_convert  # no control flow on tensors; converting it is slow
     def update_state(self, y_true, y_pred, sample_weight=None):
         """Args: y_true binary masks (B, [1,] H, W); y_pred logits of the same size; sample_weight
         (B,) or per pixel like y_true (areas become sums of weights; a sample counts by its mean
@@ -36,6 +37,7 @@ class _MeanPerSampleScore(keras.metrics.Metric):
         self.total.assign_add(total)
         self.count.assign_add(count)
 
+    @tf.autograph.experimental.do_not_convert
     def result(self):
         return tf.math.divide_no_nan(self.total, self.count)
 
