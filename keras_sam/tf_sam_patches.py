@@ -33,9 +33,10 @@ rounding, 1e-5 relative, where fix 4 sums in another order).
    the global layers. The fix appends those terms to each query and one-hot codes of the key's row
    and column to each key, so the score matmul adds them itself (accumulating in float32, which
    also rounds less). The scores are computed a few heads at a time (`SCORES_PER_PASS`): all 12
-   heads of 2 images at once held 800 MB, most of a cache's memory, and on a virtual machine
-   each first touch of fresh memory is costly (a fresh process's first embedding made 380,000
-   page faults, 5 s of system time; with 4 passes 2.2 s, and the first embedding ~1.5 s sooner).
+   heads of 2 images at once held 800 MB, most of the encoder's memory, and on a virtual machine
+   each first touch of fresh memory is slow (sam-vit-base, 2 images, a fresh process's first
+   embedding: 335,000 page faults and 3.7 s of system time; in passes of 3 heads 170,000 and
+   1.2 s, that embedding 1.5-2.5 s sooner, the same values, later embeddings within 1%).
    In float32 the original is faster (the longer matmul costs more than the
    adds save there) and is kept. At any precision, the encoder's MLPs run as 2-D matmuls, which
    oneDNN fuses with their bias add and the exact GELU (in bfloat16 that GELU took 1.2 s of a
