@@ -5,18 +5,19 @@ Runs at sam-vit-base shapes with random weights (speed does not depend on them),
       decoder trained;
   (b) first: what `keras-sam finetune` does by default on this machine: the precision policy it
       picks, the model loaded with `from_pretrained` (from a checkpoint a child process wrote, as
-      a run loads a downloaded or shipped one), the embedding cache built for all N images in a fresh directory, its XLA choice (the
-      probe, timed each way, where a default-length run over N images is long enough to repay
-      it), and one epoch through its data pipeline (one stream of epochs, as finetune fits);
-      `first_epoch_phases_s` splits it into loading the model, the cache (with the compiling
-      and tracing of the training step that finetune overlaps with it), the XLA choice and the
-      fit;
+      a run loads a downloaded or shipped one), the embedding cache built for all N images in a
+      fresh directory, its XLA choice (the probe, timed each way, where a default-length run over
+      N images is long enough to repay it), and one epoch through its data pipeline (one stream
+      of epochs, as finetune fits); `first_epoch_phases_s` splits it into loading the model,
+      the cache (with the compiling and tracing of the training step that finetune overlaps
+      with it), the XLA choice and the fit;
   (c) cached: a later epoch, the same way;
   (d) phases of a cached step: the pipeline alone, the forward pass, forward + loss + gradients,
       the whole step, and the whole step without the IoU head's loss.
-(b) runs first, as the first work of the process, so it pays what a fresh `keras-sam finetune` pays: the runtime's first calls, and the first touch of
-the memory TensorFlow's allocator then keeps (run after the seed, it found that memory ready and
-looked several seconds faster than any real first epoch). (a) runs last; its timed epochs follow
+(b) runs first, as the first work of the process, so it pays what a fresh `keras-sam finetune`
+pays: the runtime's first calls, and the first touch of the memory TensorFlow's allocator then
+keeps (run after the seed, it found that memory ready and looked several seconds faster than any
+real first epoch). (a) runs last; its timed epochs follow
 an untimed one. All phases share TensorFlow's CPU allocator, the one `import keras_sam` asks for
 (`cpu_allocator` in the JSON; `TF_CPU_ALLOCATOR_USE_BFC=false` leaves the choice to TensorFlow).
 Every step function is traced before it is timed; seed epochs are the median of 3, cached

@@ -208,11 +208,11 @@ def _attention_with_positions_in_matmul(self, hidden_states, output_attentions=F
         probabilities = tf.nn.dropout(weights, rate=self.dropout) if training and self.dropout else weights
         outputs.append(probabilities @ values_part)
         all_weights.append(weights)
-    output = tf.concat(outputs, axis=1) if len(outputs) > 1 else outputs[0]  # (batch, heads, tokens, channels)
-    output = tf.reshape(output, (batch, heads, height, width, channels // heads))
+    output = tf.reshape(tf.concat(outputs, axis=1), (batch, heads, height, width, channels // heads))
     output = tf.reshape(tf.transpose(output, (0, 2, 3, 1, 4)), (-1, channels))
-    weights = tf.reshape(tf.concat(all_weights, axis=1), (-1, height * width, height * width)) if output_attentions else None
-    return tf.reshape(self.proj(output), (batch, height, width, channels)), weights
+    tokens = height * width
+    attentions = tf.reshape(tf.concat(all_weights, axis=1), (-1, tokens, tokens)) if output_attentions else None
+    return tf.reshape(self.proj(output), (batch, height, width, channels)), attentions
 
 
 def _heads_per_pass(tokens, heads, dtype):
