@@ -21,14 +21,23 @@ from keras_sam.storage import atomic_file, content_key
 
 
 def encoder_fingerprint(model):
-    """A digest of the vision encoder's computing precision and every one of its weights."""
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(f"{model.embedding_shape}|{model.encoder_dtype}".encode())
-    for weight in model.encoder_weights:
-        value = np.asarray(weight)
-        digest.update(str(value.shape).encode())
-        digest.update(np.ascontiguousarray(value).tobytes())
-    return digest.hexdigest()
+    """A digest of the vision encoder's computing precision and every one of its weights.
+
+    Each weight is hashed apart, on as many threads as there are cores (hashlib lets go of
+    Python's lock on large buffers): one stream of BLAKE2b over sam-vit-base's 360 MB took 0.36 s
+    on a 2-core CPU, before the first image could be embedded.
+    """
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        digests = list(pool.map(_weight_digest, model.encoder_weights))
+    header = f"{model.embedding_shape}|{model.encoder_dtype}".encode()
+    return hashlib.sha256(header + b"".join(digests)).hexdigest()
+
+
+def _weight_digest(weight):
+    value = np.ascontiguousarray(np.asarray(weight))
+    digest = hashlib.sha256(f"{value.dtype}{value.shape}".encode())
+    digest.update(value.reshape(-1).view(np.uint8))
+    return digest.digest()
 
 
 class EmbeddingCache:
