@@ -98,12 +98,14 @@ class EmbeddingCache:
             keys: content keys of images (e.g. a hash of their pixels).
             load_pixels: callable from a key to its (3, S, S) pixel values.
             progress: show a progress bar.
-            meanwhile: optional callable, run on this thread while the images after the first
-                batch are embedded on another. The encoder is then a traced graph running
-                outside Python, so Python work (tracing a training step: `keras-sam finetune`
-                does) overlaps it. It runs even when nothing is missing. An error in either
-                (or Ctrl-C) stops the embedding after the batch in progress and is raised;
-                the entries computed are kept.
+            meanwhile: optional callable, run on this thread while the images are embedded on
+                another. The encoder is first traced here (models with
+                `trace_image_embeddings`; others embed the first batch here), so that on the
+                other thread it is a graph running outside Python and Python work (tracing a
+                training step: `keras-sam finetune` does) overlaps it, its first-call graph
+                optimization included. It runs even when nothing is missing. An error in
+                either (or Ctrl-C) stops the embedding after the batch in progress and is
+                raised; the entries computed are kept.
 
         Returns:
             How many embeddings were computed.
@@ -124,20 +126,26 @@ class EmbeddingCache:
                     self._store(key, embedding.astype(self.storage_dtype))
                 bar.update(len(chunk))
 
-        def embed_the_rest():
-            embed(chunks[1:])
+        def embed_the_rest(rest):
+            embed(rest)
             bar.close()  # the bar's time and rate are the embedding's, not meanwhile's
 
         try:
-            embed(chunks[:1])  # traces the encoder here, before another thread runs it
+            trace = getattr(self.model, "trace_image_embeddings", None)
+            if meanwhile is not None and chunks and trace is not None:
+                trace(len(chunks[0]))  # here, before another thread runs the encoder
+                first, rest = [], chunks
+            else:
+                first, rest = chunks[:1], chunks[1:]  # the first call traces here
+            embed(first)
             if meanwhile is None:
-                embed(chunks[1:])
+                embed(rest)
             else:
                 pool = ThreadPoolExecutor(max_workers=1)
-                rest = pool.submit(embed_the_rest)
+                embedding = pool.submit(embed_the_rest, rest)
                 try:
                     meanwhile()
-                    rest.result()
+                    embedding.result()
                 except BaseException:
                     stop.set()  # the other thread ends after the batch it is on
                     raise

@@ -271,6 +271,17 @@ class SamSegmenter(TrainingOptions, keras.Model):
         """Runs the vision encoder: (B, 3, S, S) pixel values -> (B, C, E, E) image embeddings."""
         return self._encode(tf.cast(pixel_values, self.compute_dtype))
 
+    def trace_image_embeddings(self, batch_size):
+        """Traces the vision encoder for calls of `batch_size` images, without running it.
+
+        The first `image_embeddings` call of that many images then starts with its graph ready.
+        Tracing is Python, running the graph is not: the embedding cache traces on one thread
+        before another runs the encoder, so that the first thread is free for Python work.
+        """
+        vision = self.sam.config.vision_config
+        self._encode.get_concrete_function(tf.TensorSpec(
+            (batch_size, vision.num_channels, vision.image_size, vision.image_size), self.compute_dtype))
+
     @tf.function(reduce_retracing=True, autograph=False)
     def _encode(self, pixel_values):
         # A traced graph: run eagerly, the ViT's many small ops made embedding ~1.5x slower.

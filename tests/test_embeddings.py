@@ -124,6 +124,38 @@ def test_meanwhile_runs_while_the_images_after_the_first_batch_are_embedded(tmp_
         np.testing.assert_array_equal(cache.get(key), alone.get(key))
 
 
+class TracingEncoderModel(RandomEncoderModel):
+    """Records where the cache traces and runs its encoder."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def trace_image_embeddings(self, batch_size):
+        self.calls.append(("trace", batch_size, threading.current_thread()))
+
+    def image_embeddings(self, pixels):
+        self.calls.append(("embed", len(pixels), threading.current_thread()))
+        return super().image_embeddings(pixels)
+
+
+def test_a_model_that_can_trace_is_traced_here_then_every_batch_embedded_beside_meanwhile(tmp_path):
+    model = TracingEncoderModel()
+    before_meanwhile = []
+    cache = EmbeddingCache(model, tmp_path / "with", batch_size=2)
+    cache.add(["a", "b", "c"], lambda key: np.zeros(1), progress=False,
+              meanwhile=lambda: before_meanwhile.extend(model.calls))
+    main = threading.main_thread()
+    assert before_meanwhile[0] == model.calls[0] == ("trace", 2, main)
+    assert [call[:2] for call in model.calls[1:]] == [("embed", 2), ("embed", 1)]
+    assert all(thread is not main for _, _, thread in model.calls[1:])
+
+    alone = TracingEncoderModel()
+    EmbeddingCache(alone, tmp_path / "alone", batch_size=2).add(["a", "b", "c"], lambda key: np.zeros(1),
+                                                                progress=False)
+    assert alone.calls == [("embed", 2, main), ("embed", 1, main)]  # nothing to overlap: no separate trace
+
+
 def test_errors_on_either_side_of_meanwhile_are_raised_and_computed_entries_kept(tmp_path):
     def fail():
         raise ValueError("meanwhile failed")

@@ -9,6 +9,7 @@ from transformers import SamProcessor, TFSamModel
 from conftest import tiny_segmenter
 from toy import disks
 from keras_sam import DiceLoss, DiceScore, SamSegmenter, best_mask_logits, tiny_sam_config
+from keras_sam.app.speed import precision_policy
 from keras_sam.losses import FocalLoss
 from keras_sam.tf_sam_patches import patch_tf_sam
 
@@ -115,6 +116,17 @@ def test_a_model_built_inside_the_wrapper_keeps_its_weight_names(tmp_path, toy_d
     reloaded = TFSamModel.from_pretrained(tmp_path)
     np.testing.assert_array_equal(reloaded.mask_decoder.weights[0].numpy(),
                                   model.sam.mask_decoder.weights[0].numpy())
+
+
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
+def test_the_encoder_traced_ahead_is_the_graph_the_first_embedding_runs(toy_data, precision):
+    with precision_policy(precision):
+        model = tiny_segmenter()
+    x, _ = toy_data
+    model.trace_image_embeddings(3)
+    assert model._encode.experimental_get_tracing_count() == 1
+    model.image_embeddings(x["pixel_values"][:3])
+    assert model._encode.experimental_get_tracing_count() == 1
 
 
 def test_predictions_from_image_embeddings_equal_those_from_pixels(trained):
