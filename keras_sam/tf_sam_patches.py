@@ -63,8 +63,8 @@ import types
 
 import tensorflow as tf
 import tf_keras as keras
-from transformers.models.sam.modeling_tf_sam import (TFSamAttention, TFSamFeedForward, TFSamLayerNorm, TFSamMLPBlock,
-                                                     TFSamVisionAttention, shape_list)
+from transformers.models.sam.modeling_tf_sam import (TFSamAttention, TFSamFeedForward, TFSamLayerNorm,
+                                                     TFSamMLPBlock, TFSamVisionAttention, shape_list)
 
 _DOT = "__"
 # Fix 5's attention computes the scores of a few heads at a time, at most this many bytes of
@@ -234,16 +234,19 @@ def _mlp_call(self, hidden_states):
     """TFSamMLPBlock.call as 2-D matmuls, which oneDNN fuses with their bias add and the first
     with transformers' "gelu" (the exact one, as tf.nn.gelu computes it)."""
     activation = tf.nn.gelu if self.config.hidden_act == "gelu" else self.act
-    hidden = self.lin2(activation(_dense_2d(self.lin1, hidden_states)))
-    return tf.reshape(hidden, tf.concat([tf.shape(hidden_states)[:-1], [hidden.shape[-1]]], axis=0))
+    return _with_leading_axes_of(hidden_states, self.lin2(activation(_dense_2d(self.lin1, hidden_states))))
 
 
 def _feed_forward_rows_call(self, hidden_states):
     """TFSamFeedForward.call (the IoU head, the hypernetwork MLPs) on (N, C) rows: its Dense layers
     are then plain matmuls, not Keras's tensordot, and the leading axes come back in one reshape."""
-    rows = tf.reshape(hidden_states, (-1, hidden_states.shape[-1]))
-    rows = TFSamFeedForward.call(self, rows)
-    return tf.reshape(rows, tf.concat([tf.shape(hidden_states)[:-1], [rows.shape[-1]]], axis=0))
+    rows = TFSamFeedForward.call(self, tf.reshape(hidden_states, (-1, hidden_states.shape[-1])))
+    return _with_leading_axes_of(hidden_states, rows)
+
+
+def _with_leading_axes_of(x, rows):
+    """(N, C') rows computed from x's (..., C) rows, reshaped to (..., C')."""
+    return tf.reshape(rows, tf.concat([tf.shape(x)[:-1], [rows.shape[-1]]], axis=0))
 
 
 def _pixel_rows_decoder_call(self, image_embeddings, image_positional_embeddings, sparse_prompt_embeddings,
