@@ -70,13 +70,12 @@ def load_tf_sam(name_or_path, **kwargs):
     # removed (transformers#40028): prefer tf_model.h5, and read a lone model.safetensors here.
     if _holds_only_safetensors(name) and not kwargs:
         return _from_pytorch_safetensors(tf_sam_model, name)
-    if not kwargs and os.path.isfile(os.path.join(name, "tf_model.h5")):
-        model = _built_from_checkpoint(tf_sam_model, name)
-        if model is not None:
-            return model
-    kwargs.setdefault("use_safetensors", False)
     try:
-        return tf_sam_model.from_pretrained(name, **kwargs)
+        if not kwargs and os.path.isfile(os.path.join(name, "tf_model.h5")):
+            model = _built_from_checkpoint(tf_sam_model, name)
+            if model is not None:
+                return model
+        return tf_sam_model.from_pretrained(name, **{"use_safetensors": False, **kwargs})
     except OSError as error:
         if os.path.isdir(name):
             raise ModelLoadError(f"could not load the SAM model in {name}: {error}") from error

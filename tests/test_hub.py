@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 from conftest import tiny_segmenter
 
-from keras_sam.hub import load_tf_sam, require_tf_sam
+from keras_sam.hub import ModelLoadError, load_tf_sam, require_tf_sam
 
 
 @pytest.fixture(scope="module")
@@ -75,3 +75,11 @@ def test_a_weight_missing_from_the_checkpoint_is_initialised_as_transformers_doe
     for name, value in expected.items():
         if name != bias:
             np.testing.assert_array_equal(loaded[name], value, err_msg=name)
+
+
+def test_an_unreadable_checkpoint_is_an_error_naming_its_folder(saved, tmp_path):
+    folder, _ = saved
+    (tmp_path / "config.json").write_bytes((folder / "config.json").read_bytes())
+    (tmp_path / "tf_model.h5").write_text("not an HDF5 file")
+    with pytest.raises(ModelLoadError, match=f"could not load the SAM model in {tmp_path}"):
+        load_tf_sam(tmp_path)
