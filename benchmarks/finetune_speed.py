@@ -18,7 +18,7 @@ Runs at sam-vit-base shapes with random weights (speed does not depend on them),
 pays: the runtime's first calls, and the first touch of the memory TensorFlow's allocator then
 keeps (run after the seed, it found that memory ready and looked several seconds faster than any
 real first epoch). (a) runs last; its timed epochs follow
-an untimed one. All phases share TensorFlow's CPU allocator, the one `import keras_sam` asks for
+an untimed one. All phases share TensorFlow's CPU allocator, the one `keras-sam finetune` asks for
 (`cpu_allocator` in the JSON; `TF_CPU_ALLOCATOR_USE_BFC=false` leaves the choice to TensorFlow).
 Every step function is traced before it is timed; seed epochs are the median of 3, cached
 epochs of 15 (a cached epoch is about a second, and on a shared 2-core machine single epochs
@@ -40,6 +40,10 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from keras_sam.tf_allocator import allocator_in_use, prefer_reusing_allocator  # noqa: E402
+
+prefer_reusing_allocator()  # as keras-sam finetune does, before TensorFlow starts
+
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tf_keras as keras  # noqa: E402
@@ -48,14 +52,13 @@ from PIL import Image  # noqa: E402
 from transformers import TFSamModel  # noqa: E402
 
 from keras_sam import DiceLoss, SamSegmenter, sam_vit_base_config  # noqa: E402
-from keras_sam.app.settings import DEFAULT_EPOCHS  # noqa: E402
+from keras_sam.app.defaults import DEFAULT_EPOCHS  # noqa: E402
 from keras_sam.app.speed import (SpeedChoice, choose_jit_compile, choose_precision,  # noqa: E402
                                  cpu_supports_bfloat16, precision_policy, step_timer, too_short_to_probe)
 from keras_sam.data import (PromptOptions, build_dataset, cache_embeddings, find_records,  # noqa: E402
                             read_lesions, steps_per_epoch)
 from keras_sam.embeddings import EmbeddingCache  # noqa: E402
 from keras_sam.segmenter import default_optimizer  # noqa: E402
-from keras_sam.tf_allocator import allocator_in_use  # noqa: E402
 
 
 class EpochTimer(keras.callbacks.Callback):

@@ -5,14 +5,13 @@ needs: `keras_sam.data` and `keras_sam.geometry` import no Keras at all. In a pr
 already imported tf_keras, `import keras_sam` loads the tf-keras model family at once, which
 registers its classes for `tf_keras.models.load_model`.
 
-Importing keras-sam also asks TensorFlow for its CPU allocator that keeps freed memory (much
-faster for SAM's large tensors; `keras_sam.tf_allocator` says why and how to opt out).
+Importing keras-sam changes no process-wide setting. For SAM's large tensors TensorFlow is much
+faster with a CPU allocator that keeps freed memory: `keras_sam.tf_allocator` says how to ask
+for it (the `keras-sam` command line does).
 """
 
 import importlib
 import sys
-
-from keras_sam.tf_allocator import prefer_reusing_allocator
 
 __version__ = "0.1.0"
 
@@ -33,8 +32,6 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-prefer_reusing_allocator()
 
 
 def __getattr__(name):

@@ -31,8 +31,8 @@ def evaluate_lesions(model, lesions, dataset, processor, progress=True, descript
 
     Returns:
         (rows, masks): rows, a list of dicts in the dataset's order, one per lesion: id, image,
-        mask, label, dice, iou, predicted_iou, and with box prompts box_dice, box_iou and the box
-        in image pixels; masks, each lesion's predicted mask at its image's size, by lesion id.
+        mask, label, dice, iou, predicted_iou (in [0, 1]), with box prompts box_dice, box_iou and
+        the box in image pixels, with point prompts the points and their labels in image pixels; masks, each lesion's predicted mask at its image's size, by lesion id.
     """
     by_id = {lesion.id: lesion for lesion in lesions}
     rows, masks = [], {}
@@ -45,6 +45,7 @@ def evaluate_lesions(model, lesions, dataset, processor, progress=True, descript
         result = postprocess_masks(model(x), image_sizes=[lesion.image_size for lesion in batch],
                                    processor=processor)
         boxes = x["input_boxes"].numpy() if "input_boxes" in x else None
+        points = x["input_points"].numpy() if "input_points" in x else None
         for index, lesion in enumerate(batch):
             truth = load_mask(lesion.mask_path, lesion.image_size)
             mask = result.masks[index]
@@ -56,6 +57,10 @@ def evaluate_lesions(model, lesions, dataset, processor, progress=True, descript
                 box = to_image_coordinates(boxes[index], lesion.image_size, processor)
                 row["box_dice"], row["box_iou"] = _scores(truth, box_mask(box, lesion.image_size))
                 row["box"] = [round(float(v), 1) for v in box]
+            if points is not None:
+                coords = to_image_coordinates(points[index].reshape(-1, 2), lesion.image_size, processor)
+                row["points"] = [[round(float(v), 1) for v in point] for point in coords]
+                row["labels"] = [int(v) for v in x["input_labels"].numpy()[index].reshape(-1)]
             rows.append(row)
             masks[lesion.id] = mask
         bar.update(len(batch))

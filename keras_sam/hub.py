@@ -1,6 +1,8 @@
 """Where TFSamModel comes from: the transformers version check and loading by name or path."""
 
 import os
+import socket
+import urllib.parse
 
 import h5py
 import tensorflow as tf
@@ -8,6 +10,8 @@ import transformers
 
 _TRANSFORMERS_HINT = "pip install 'transformers>=4.40,<5'"
 PRETRAINED_DIRECTORY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
+HUB_CONNECT_TIMEOUT = 5.0
+"""Seconds to wait for the hub before saying it cannot be reached."""
 SHIPPED_MODELS = ("sam-small-shapes",)
 """Models that come with keras-sam: loaded by name from the package, with no hub lookup."""
 
@@ -60,12 +64,12 @@ def load_tf_sam(name_or_path, **kwargs):
     name = shipped_model_path(os.fspath(name_or_path)) or os.fspath(name_or_path)
     if os.path.isdir(name):
         if not os.path.exists(os.path.join(name, "config.json")):
-            raise ModelLoadError(
-                f"{name} has no config.json: it is not a saved SAM model "
-                "(expected a directory written by save_pretrained)."
-            )
-    elif name.startswith((".", os.path.sep, "~")) or name.count("/") > 1:
+            raise ModelLoadError(f"{name} has no config.json: it is not a saved SAM model "
+                                 f"(expected a directory written by save_pretrained){_saved_models_in(name)}.")
+    elif name.startswith((".", os.path.sep, "~")) or name.count("/") > 1 or name.endswith(".keras"):
         raise ModelLoadError(f"model directory {name} does not exist.")
+    else:
+        _check_hub_reachable(name)
     # transformers 4.5x reads safetensors files for TensorFlow through an API safetensors 0.6
     # removed (transformers#40028): prefer tf_model.h5, and read a lone model.safetensors here.
     if _holds_only_safetensors(name) and not kwargs:
@@ -84,6 +88,40 @@ def load_tf_sam(name_or_path, **kwargs):
             "Pass a local directory written by save_pretrained, or try the offline demo "
             "(keras-sam finetune --demo)."
         ) from error
+
+
+def _saved_models_in(folder):
+    """"; did you mean ...?" naming the saved models one level down (a run's model/), or ""."""
+    found = sorted(os.path.join(folder, entry) for entry in os.listdir(folder)
+                   if os.path.isfile(os.path.join(folder, entry, "config.json")))
+    return f"; did you mean {' or '.join(found)}?" if found else ""
+
+
+def _check_hub_reachable(name):
+    """Fails at once, in one line, when hub id `name` is neither cached nor reachable.
+
+    Offline, transformers retries for about half a minute and logs a traceback for each try
+    before its own error; a model found in the local cache loads without the network.
+    """
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    cached = huggingface_hub.try_to_load_from_cache(name, "config.json")
+    if isinstance(cached, str):
+        return
+    host = urllib.parse.urlparse(constants.ENDPOINT).hostname
+    if constants.HF_HUB_OFFLINE:
+        why = "HF_HUB_OFFLINE is set"
+    else:
+        try:
+            socket.create_connection((host, 443), timeout=HUB_CONNECT_TIMEOUT).close()
+            return
+        except OSError as error:
+            why = f"{host} cannot be reached: {error.strerror or error}"
+    raise ModelLoadError(
+        f"could not download {name!r} from the Hugging Face hub ({why}), and it is not in the local "
+        "cache. Pass a local directory written by save_pretrained, or try the offline demo "
+        "(keras-sam finetune --demo).")
 
 
 def _built_from_checkpoint(tf_sam_model, folder):

@@ -31,6 +31,24 @@ def prompt_inputs(original_size, processor, boxes=(), points=(), labels=None):
     Raises:
         PromptError: no prompt, or a box or point outside the image.
     """
+    boxes, points, labels = check_prompts(original_size, boxes, points, labels)
+    rows = max(len(boxes), 1)
+    inputs = {}
+    if boxes:
+        inputs["input_boxes"] = to_model_coordinates(boxes, original_size, processor)
+    if points:
+        coords = to_model_coordinates(points, original_size, processor)
+        inputs["input_points"] = np.repeat(coords[None], rows, axis=0)
+        inputs["input_labels"] = np.repeat(np.array([labels], np.int32), rows, axis=0)
+    return inputs, rows
+
+
+def check_prompts(original_size, boxes=(), points=(), labels=None):
+    """Checks one image's prompts (see `prompt_inputs`); returns (boxes, points, labels) as lists.
+
+    Raises:
+        PromptError: no prompt, or a box or point outside the image, named.
+    """
     boxes, points = [list(map(float, b)) for b in boxes], [list(map(float, p)) for p in points]
     labels = [1] * len(points) if labels is None else [int(label) for label in labels]
     height, width = original_size
@@ -45,15 +63,7 @@ def prompt_inputs(original_size, processor, boxes=(), points=(), labels=None):
             raise PromptError(f"point {x:g},{y:g} is outside the {width}x{height} image")
     if len(labels) != len(points) or any(label not in (0, 1) for label in labels):
         raise PromptError(f"labels must be one 0 or 1 per point; got {labels} for {len(points)} points")
-    rows = max(len(boxes), 1)
-    inputs = {}
-    if boxes:
-        inputs["input_boxes"] = to_model_coordinates(boxes, original_size, processor)
-    if points:
-        coords = to_model_coordinates(points, original_size, processor)
-        inputs["input_points"] = np.repeat(coords[None], rows, axis=0)
-        inputs["input_labels"] = np.repeat(np.array([labels], np.int32), rows, axis=0)
-    return inputs, rows
+    return boxes, points, labels
 
 
 def segment_image(model, image, *, boxes=(), points=(), labels=None, best=True):

@@ -18,7 +18,7 @@ PostprocessedMasks = collections.namedtuple("PostprocessedMasks", ["logits", "sc
 PostprocessedMasks.__doc__ = """What `postprocess_masks` returns (NumPy arrays).
 
 logits: (B, G, G) the chosen mask's logits on the grid ((B, M, G, G) with best=False).
-scores: (B,) the model's estimate of the chosen mask's IoU ((B, M) with best=False).
+scores: (B,) the model's estimate of the chosen mask's IoU, clipped to [0, 1] ((B, M) with best=False).
 masks: boolean masks: (B, G, G) on the grid, or with `image_sizes` a list of (H, W) arrays, one per
     row at its image's size ((B, M, G, G) or a list of (M, H, W) with best=False).
 """
@@ -54,6 +54,8 @@ def postprocess_masks(outputs, *, image_sizes=None, processor=None, threshold=0.
         chosen = np.argmax(scores, axis=1)
         logits = np.take_along_axis(logits, chosen[:, None, None, None], axis=1)[:, 0]
         scores = np.take_along_axis(scores, chosen[:, None], axis=1)[:, 0]
+    # The IoU head regresses the IoU without bounds; what is reported is an IoU, in [0, 1].
+    scores = np.clip(scores, 0.0, 1.0)
     if image_sizes is None:
         return PostprocessedMasks(logits, scores, logits > threshold)
     if processor is None:
@@ -65,6 +67,23 @@ def postprocess_masks(outputs, *, image_sizes=None, processor=None, threshold=0.
         resized = masks_at_image_size(row[None] if best else row, size, processor, threshold)
         masks.append(resized[0] if best else resized)
     return PostprocessedMasks(logits, scores, masks)
+
+
+def probabilities_at_image_size(mask_logits, original_size, processor):
+    """Low-resolution logits of one image to mask probabilities at the image's own size.
+
+    Args:
+        mask_logits: (M, G, G) logits for one image.
+        original_size: the image's (height, width).
+        processor: the model's SamProcessor.
+
+    Returns:
+        (M, H, W) float32 numpy array in [0, 1]: the sigmoid of the upscaled logits, padding removed.
+    """
+    logits = processor.image_processor.post_process_masks(
+        tf.convert_to_tensor(mask_logits, tf.float32)[None, None], [tuple(original_size)],
+        [resized_shape(original_size, processor)], binarize=False, return_tensors="tf")
+    return tf.sigmoid(logits[0][0]).numpy()
 
 
 def masks_at_image_size(mask_logits, original_size, processor, threshold=0.0):

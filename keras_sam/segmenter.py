@@ -13,7 +13,7 @@ from keras_sam import objectives
 from keras_sam.callbacks import LearningRateLogger
 from keras_sam.components import TrainingOptions, auto
 from keras_sam.configs import mask_grid_of, processor_for_config
-from keras_sam.hub import load_tf_sam, require_tf_sam
+from keras_sam.hub import ModelLoadError, load_tf_sam, require_tf_sam
 from keras_sam.input_contract import assert_binary, conform
 from keras_sam.keras_checks import reject_keras3
 from keras_sam.losses import DiceLoss, MaskLoss, per_sample_arrays
@@ -32,7 +32,7 @@ SEVERAL_PROMPT_SETS = (
     "on one image in several rows (they may share one image embedding).")
 
 SegmentationOutput = collections.namedtuple("SegmentationOutput", ["mask_logits", "iou_scores"])
-SegmentationOutput.__doc__ = """What SamSegmenter.segment returns: the model's output dict as a tuple.
+SegmentationOutput.__doc__ = """The model's output dict as a tuple (what the deprecated `segment(inputs)` returns).
 
 mask_logits: (B, M, H, W) low-resolution mask logits (M = 1, or 3 with multimask_output).
 iou_scores: (B, M) the model's own estimate of each mask's IoU with the object.
@@ -241,9 +241,33 @@ class SamSegmenter(TrainingOptions, keras.Model):
         scores = tf.reshape(output.iou_scores[:, 0], (-1, num_masks))
         return {"mask_logits": tf.cast(logits, tf.float32), "iou_scores": tf.cast(scores, tf.float32)}
 
-    def segment(self, inputs, training=False):
-        """`self(inputs)` as a SegmentationOutput(mask_logits, iou_scores) tuple."""
-        return SegmentationOutput(**self(inputs, training=training))
+    def segment(self, image, *, boxes=(), points=(), labels=None, best=True):
+        """Masks for one image at its own resolution, from prompts in its own pixels.
+
+        `keras_sam.inference.segment_image(self, image, ...)`: the image is embedded once, then
+        one mask is predicted per box (or one for the points alone).
+
+        Args:
+            image: (H, W, 3) uint8 RGB array.
+            boxes: (x0, y0, x1, y1) boxes in image pixels.
+            points: (x, y) points in image pixels; labels one per point, 1 inside, 0 outside.
+            best: only the mask with the highest predicted IoU per prompt.
+
+        Returns:
+            keras_sam.postprocessing.PostprocessedMasks(logits, scores, masks).
+
+        Example:
+            >>> result = model.segment(image, boxes=[[40, 30, 200, 160]])  # doctest: +SKIP
+            >>> mask, score = result.masks[0], result.scores[0]  # doctest: +SKIP
+        """
+        if isinstance(image, Mapping):  # the input dict, as segment took before 0.2
+            warnings.warn("SamSegmenter.segment(inputs) with the input dict is deprecated: call the model, "
+                          "model(inputs), or segment(image, boxes=..., points=...) for masks at an "
+                          "image's resolution", DeprecationWarning, stacklevel=2)
+            return SegmentationOutput(**self(image, training=False))
+        from keras_sam.inference import segment_image
+
+        return segment_image(self, image, boxes=boxes, points=points, labels=labels, best=best)
 
     @property
     def processor(self):
@@ -512,6 +536,21 @@ class SamSegmenter(TrainingOptions, keras.Model):
         by_class = tf.gather(tf.constant(self._class_weights), tf.cast(self._targets(y), tf.int32))
         weights = self._pixel_weights(sample_weight)
         return by_class if weights is None else by_class * weights
+
+
+def load_model_file(path):
+    """The SamSegmenter saved with `model.save(path)` (a .keras file or a SavedModel folder).
+
+    Raises:
+        keras_sam.hub.ModelLoadError: `path` holds another kind of model, or cannot be read.
+    """
+    try:
+        model = keras.models.load_model(path)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"could not load {path} as a tf-keras model: {error}") from error
+    if not isinstance(model, SamSegmenter):
+        raise ModelLoadError(f"{path} holds a {type(model).__name__}, not a keras-sam SamSegmenter")
+    return model
 
 
 def default_optimizer(learning_rate=1e-5):

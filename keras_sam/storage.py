@@ -30,6 +30,7 @@ def atomic_file(path, mode="w", **open_kwargs):
     """
     path = os.fspath(path)
     handle, temporary = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=os.path.dirname(path) or ".")
+    os.chmod(temporary, 0o666 & ~current_umask())  # mkstemp's are owner-only; open()'s follow the umask
     try:
         with os.fdopen(handle, mode, **open_kwargs) as stream:
             yield stream
@@ -56,6 +57,7 @@ def atomic_directory(path):
     parent = os.path.dirname(path)
     os.makedirs(parent, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".staging-", dir=parent)
+    os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp's are owner-only; makedirs' follow the umask
     try:
         yield staging
         if os.path.exists(path):
@@ -67,6 +69,13 @@ def atomic_directory(path):
             os.rename(staging, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def current_umask():
+    """The process's file-mode creation mask (read by setting it, so set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def content_key(array):

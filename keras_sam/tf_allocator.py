@@ -1,4 +1,4 @@
-"""TensorFlow's CPU memory allocator: keras-sam asks for the one that keeps freed memory.
+"""TensorFlow's CPU memory allocator: how to ask for the one that keeps freed memory.
 
 By default TensorFlow takes each CPU tensor from the C library's malloc, which hands blocks as
 large as SAM's attention scores (800 MB an image in float32) back to the operating system when
@@ -7,10 +7,11 @@ its time zero-filling pages (float32 on a 2-core CPU: 18-22 s an image, 14 s wit
 BENCHMARKS.md). TensorFlow's BFC allocator keeps what it has allocated and reuses it.
 
 TensorFlow reads its choice from the environment variable `TF_CPU_ALLOCATOR_USE_BFC` once, when
-its runtime starts (at the first TensorFlow operation of the process), so `import keras_sam` sets
-it unless it is set already: `TF_CPU_ALLOCATOR_USE_BFC=false` keeps TensorFlow's default. In a
-process that ran TensorFlow operations before importing keras-sam, the allocator is already
-chosen and stays. The cost: the process holds on to its peak memory until it ends, instead of
+its runtime starts (at the first TensorFlow operation of the process). The `keras-sam` command
+line calls `prefer_reusing_allocator()` before TensorFlow starts, which sets it unless it is set
+already (`TF_CPU_ALLOCATOR_USE_BFC=false` keeps TensorFlow's default); importing the library
+changes nothing, so a program of your own sets the variable itself or calls the function first.
+Once TensorFlow's runtime has started, the allocator is chosen and stays. The cost: the process holds on to its peak memory until it ends, instead of
 returning it.
 
 TensorFlow's default is not malloc everywhere: on CPUs with the instructions its oneDNN build
@@ -32,7 +33,7 @@ def prefer_reusing_allocator(environ=None):
     """Asks TensorFlow for its BFC allocator on the CPU, unless the environment already says.
 
     Returns the variable's value afterwards. With the process's own environment (`environ`
-    None, as `import keras_sam` calls it), it also notes whether TensorFlow had already chosen.
+    None, as the command line calls it), it also notes whether TensorFlow had already chosen.
     """
     global _tensorflow_first, _setting_then
     if environ is None:
@@ -53,7 +54,7 @@ def tensorflow_started():
 
 
 def asked_too_late():
-    """Whether TensorFlow chose its allocator before keras-sam could ask (the variable unset then)."""
+    """Whether TensorFlow chose its allocator before keras-sam asked (the variable unset then)."""
     return _tensorflow_first and _setting_then is None
 
 

@@ -1,5 +1,6 @@
 """The command line, run in-process: a short fine-tune on phantoms, then evaluate and predict."""
 
+import csv
 import json
 import os
 import re
@@ -28,7 +29,8 @@ def test_finetune_writes_model_logs_manifest_and_metrics(run):
         os.listdir(output))
     TFSamModel.from_pretrained(os.path.join(output, "model"))
     metrics = json.load(open(os.path.join(output, "metrics.json")))
-    assert set(metrics) == {"test", "val", "counts"}
+    assert set(metrics) == {"test", "val", "counts", "prompts"}
+    assert metrics["prompts"] == {"kind": "box", "jitter": 20.0, "seed": 0}
     for split in ("test", "val"):
         assert set(metrics[split]) == {"finetuned", "before", "box_baseline"}
         for row in metrics[split].values():
@@ -55,6 +57,8 @@ def test_evaluate_and_predict_on_the_saved_model(run, phantom_dir, tmp_path, cap
                  "--output", str(evaluation), "--manifest", os.path.join(output, "split.json")]) == 0
     metrics = json.load(open(evaluation / "metrics.json"))
     run_metrics = json.load(open(os.path.join(output, "metrics.json")))
+    assert metrics["counts"]["lesions"] == run_metrics["counts"]["splits"]["test"]
+    assert metrics["counts"]["scored"] == "test split"
     # finetune scored from float16 cached embeddings, evaluate from pixels: equal up to rounding.
     assert metrics["model"]["dice"] == pytest.approx(run_metrics["test"]["finetuned"]["dice"], abs=0.01)
     # The same prompts as during the run: each lesion's jitter comes from the lesion itself.
@@ -181,5 +185,74 @@ def test_an_output_holding_a_different_run_is_refused_and_left_untouched(run, ph
     changed = [*argv[:-8], "--epochs", "3", "--batch-size", "4", "--val-split", "0.25",
                "--test-split", "0.25"]
     err = error_of(changed, capsys)
-    assert "holds a different keras-sam run; choose another folder or pass --overwrite" in err
+    assert ("holds a different keras-sam run (--epochs 3, the run in the folder has 2); choose another "
+            "folder or pass --overwrite") in err
     assert sorted(os.listdir(output)) == listing
+
+
+def test_evaluate_given_a_run_scores_its_test_split_with_its_prompts(run, phantom_dir, tmp_path, capsys):
+    output, _ = run
+    split = json.load(open(os.path.join(output, "metrics.json")))["counts"]["splits"]  # lesions per split
+    for model in (output, os.path.join(output, "model")):  # the run's folder, or its model/
+        assert main(["evaluate", "--model", model, "--data", phantom_dir, "--output", str(tmp_path / "e")]) == 0
+        metrics = json.load(open(tmp_path / "e" / "metrics.json"))
+        assert metrics["counts"]["lesions"] == split["test"] < sum(split.values())
+        assert metrics["prompts"] == {"kind": "box", "jitter": 20.0, "seed": 0}  # the run's, not a default
+        assert "Scoring the" in capsys.readouterr().out
+    assert main(["evaluate", "--model", output, "--data", phantom_dir, "--output", str(tmp_path / "all"),
+                 "--all-lesions", "--prompt", "points"]) == 0
+    said = capsys.readouterr().out
+    metrics = json.load(open(tmp_path / "all" / "metrics.json"))
+    trained_on = split["train"] + split["val"]
+    assert f"warning: {trained_on} of the {sum(split.values())} lesions scored were used in training" in said
+    assert metrics["counts"]["lesions"] == sum(split.values()) and metrics["counts"]["scored"] == "all lesions"
+    assert metrics["prompts"]["kind"] == "points" and "box_baseline" not in metrics
+    rows = list(csv.DictReader(open(tmp_path / "all" / "lesions.csv")))
+    assert rows[0]["points"] and not rows[0]["box"]
+
+
+def test_evaluate_warns_when_nothing_says_what_the_model_was_trained_on(run, phantom_dir, tmp_path, capsys):
+    output, _ = run
+    plain = shutil.copytree(os.path.join(output, "model"), tmp_path / "plain")
+    assert main(["evaluate", "--model", str(plain), "--data", phantom_dir, "--output", str(tmp_path / "e")]) == 0
+    assert "warning: scoring every lesion in" in capsys.readouterr().out
+    lesions = sum(json.load(open(os.path.join(output, "metrics.json")))["counts"]["splits"].values())
+    assert json.load(open(tmp_path / "e" / "metrics.json"))["counts"]["lesions"] == lesions
+
+
+def test_predict_takes_several_images_writes_candidates_and_records_the_prompts(run, phantom_dir, tmp_path):
+    output, _ = run
+    folder = os.path.join(phantom_dir, "malignant")
+    pattern = os.path.join(phantom_dir, "benign", "benign ([12]).png")
+    prediction = tmp_path / "pred"
+    assert main(["predict", "--model", output, "--image", folder, "--image", pattern, "--output", str(prediction),
+                 "--point", "60,50", "--point", "5,5,0", "--multimask"]) == 0
+    names = sorted(os.listdir(prediction))
+    assert names == sorted([f"malignant ({k})" for k in range(1, 7)] + ["benign (1)", "benign (2)"])
+    record = json.load(open(prediction / "benign (2)" / "predictions.json"))
+    assert len(record) == 1
+    assert record[0]["points"] == [[60.0, 50.0], [5.0, 5.0]] and record[0]["labels"] == [1, 0]
+    assert record[0]["box"] is None and record[0]["image"].endswith("benign (2).png")
+    candidates = record[0]["candidates"]
+    assert len(candidates) == 3
+    assert all(0 <= candidate["predicted_iou"] <= 1 for candidate in candidates)
+    assert record[0]["predicted_iou"] == max(candidate["predicted_iou"] for candidate in candidates)
+    probability = np.asarray(Image.open(prediction / "benign (2)" / candidates[0]["probability"]))
+    mask = np.asarray(Image.open(prediction / "benign (2)" / candidates[0]["mask"])) > 0
+    assert probability.shape == mask.shape and probability.dtype == np.uint8
+    # The mask is the probability above one half.
+    assert np.mean((probability > 127) == mask) > 0.99
+
+
+def test_files_and_folders_are_written_with_the_users_umask(run, phantom_dir, tmp_path):
+    output, _ = run
+    assert os.stat(os.path.join(output, "metrics.json")).st_mode & 0o777 == 0o666 & ~_umask()
+    assert os.stat(os.path.join(output, "model")).st_mode & 0o777 == 0o777 & ~_umask()
+    for name in os.listdir(os.path.join(output, "model")):
+        assert os.stat(os.path.join(output, "model", name)).st_mode & 0o777 == 0o666 & ~_umask(), name
+
+
+def _umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -10,6 +10,7 @@ from conftest import tiny_segmenter
 from toy import disks
 from keras_sam import DiceLoss, DiceScore, SamSegmenter, best_mask_logits, tiny_sam_config
 from keras_sam.app.speed import precision_policy
+from keras_sam.inference import segment_image
 from keras_sam.losses import FocalLoss
 from keras_sam.tf_sam_patches import patch_tf_sam
 
@@ -139,10 +140,22 @@ def test_predictions_from_image_embeddings_equal_those_from_pixels(trained):
         np.testing.assert_allclose(from_cache[key], from_pixels[key], atol=1e-6)
 
 
-def test_segment_is_call_as_a_tuple_and_compile_has_defaults(trained):
+def test_segment_takes_an_image_and_prompts_in_its_pixels(trained):
+    model, _, _, _ = trained
+    image = np.zeros((90, 120, 3), np.uint8)
+    image[30:60, 40:80] = 255
+    result = model.segment(image, boxes=[[35, 25, 85, 65], [0, 0, 50, 40]])
+    expected = segment_image(model, image, boxes=[[35, 25, 85, 65], [0, 0, 50, 40]])
+    assert len(result.masks) == 2 and result.masks[0].shape == (90, 120)
+    np.testing.assert_array_equal(result.masks[1], expected.masks[1])
+    np.testing.assert_array_equal(result.scores, expected.scores)
+
+
+def test_segment_with_the_input_dict_still_works_but_is_deprecated_and_compile_has_defaults(trained):
     model, _, _, (x, _) = trained
     inputs = {k: v[:3] for k, v in x.items()}
-    output = model.segment(inputs)
+    with pytest.warns(DeprecationWarning, match="segment\\(inputs\\) with the input dict is deprecated"):
+        output = model.segment(inputs)
     assert output.mask_logits.shape == (3, 1, 64, 64)
     assert output.iou_scores.shape == (3, 1)
     called = model(inputs)

@@ -1,5 +1,5 @@
-"""`import keras_sam` asks TensorFlow for its CPU allocator that keeps freed memory, unless the
-environment already chose one."""
+"""keras-sam's command line asks TensorFlow for its CPU allocator that keeps freed memory, unless
+the environment already chose one; importing the library changes nothing."""
 
 import os
 import subprocess
@@ -21,10 +21,13 @@ before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 scores(x)
 print(allocator_in_use(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
-_KERAS_SAM_FIRST = "import keras_sam, tensorflow as tf\n" + _MEASURE
+_ASKED_FIRST = ("from keras_sam.tf_allocator import prefer_reusing_allocator\n"
+                "prefer_reusing_allocator()  # as the command line does, before TensorFlow starts\n"
+                "import tensorflow as tf\n" + _MEASURE)
 _TENSORFLOW_FIRST = ("import tensorflow as tf\n"
                      "tf.ones((256, 256))  # TensorFlow's runtime starts here and chooses its allocator\n"
-                     "import keras_sam\n" + _MEASURE)
+                     "from keras_sam.tf_allocator import prefer_reusing_allocator\n"
+                     "prefer_reusing_allocator()\n" + _MEASURE)
 _TENSORFLOW_ALONE = """
 import tensorflow as tf
 try:
@@ -53,15 +56,29 @@ def tensorflow_default():
 
 
 @pytest.mark.parametrize("program, setting, expected", [
-    (_KERAS_SAM_FIRST, None, "bfc"), (_KERAS_SAM_FIRST, "false", "default"), (_KERAS_SAM_FIRST, "true", "bfc"),
+    (_ASKED_FIRST, None, "bfc"), (_ASKED_FIRST, "false", "default"), (_ASKED_FIRST, "true", "bfc"),
     (_TENSORFLOW_FIRST, None, "default"),
-], ids=["keras-sam-first", "opted-out", "asked-for", "tensorflow-first"])
+], ids=["asked-first", "opted-out", "asked-for", "tensorflow-first"])
 def test_tensorflow_uses_the_allocator_keras_sam_asks_for_unless_told_otherwise(program, setting, expected,
                                                                               tensorflow_default):
     in_use, page_faults = run(program, setting)[-2:]
     assert in_use == (tensorflow_default if expected == "default" else expected)
     # What the names mean: malloc maps 400 MB of fresh pages for the second call; the others reuse.
     assert (int(page_faults) > 20_000) == (in_use == "malloc"), (in_use, page_faults)
+
+
+def test_importing_the_library_changes_no_environment_variable():
+    program = ("import os\nbefore = dict(os.environ)\nimport keras_sam, keras_sam.data, tf_keras\n"
+               "from keras_sam import SamSegmenter\nimport keras_sam.app.cli\n"
+               "print(sorted(set(os.environ.items()) ^ set(before.items())))")
+    environ = {key: value for key, value in os.environ.items() if key != ALLOCATOR_VARIABLE}
+    environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    result = subprocess.run([sys.executable, "-c", program], env=environ, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    changed = eval(result.stdout.strip().splitlines()[-1])
+    # transformers sets TF_USE_LEGACY_KERAS for tf-keras; keras-sam itself sets nothing.
+    assert [name for name, _ in changed if name != "TF_USE_LEGACY_KERAS"] == []
 
 
 def test_a_setting_already_in_the_environment_is_kept():
@@ -75,7 +92,7 @@ def test_a_setting_already_in_the_environment_is_kept():
     ("bfc", "true", False, "keeps freed memory for reuse; TF_CPU_ALLOCATOR_USE_BFC=true"),
     ("malloc", "false", False, "TF_CPU_ALLOCATOR_USE_BFC=false in the environment"),
     ("malloc", "true", True,
-     "TensorFlow started before keras_sam was imported, so TF_CPU_ALLOCATOR_USE_BFC=true came too late"),
+     "TensorFlow started before keras-sam asked for it, so TF_CPU_ALLOCATOR_USE_BFC=true came too late"),
     ("onednn", "false", False,
      "TensorFlow's default on this CPU, keeps freed memory too; TF_CPU_ALLOCATOR_USE_BFC=false in the environment"),
 ])

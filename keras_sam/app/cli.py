@@ -8,25 +8,22 @@
 """
 
 import argparse
-import os
+import importlib
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the way
-
-import transformers  # noqa: E402
-
-from keras_sam.app.commands import run_convert, run_evaluate, run_predict  # noqa: E402
-from keras_sam.app.errors import TrainingStopped, UsageError  # noqa: E402
-from keras_sam.app.finetune import run_finetune  # noqa: E402
-from keras_sam.app.settings import DEFAULT_JITTER, DEFAULT_PRESET, DEMO, MODEL_PRESETS  # noqa: E402
-from keras_sam.app.speed import MIN_STEPS_TO_PROBE  # noqa: E402
-from keras_sam.components import COMPONENTS  # noqa: E402
-from keras_sam.data import LAYOUTS, PROMPT_KINDS, DataError  # noqa: E402
-from keras_sam.hub import ModelLoadError  # noqa: E402
-from keras_sam.losses import LOSSES  # noqa: E402
+from keras_sam import __version__
+from keras_sam.app.defaults import (DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_JITTER, DEFAULT_PRESET, DEMO,
+                                    LOSS_NAMES, MIN_STEPS_TO_PROBE, MODEL_PRESETS)
+from keras_sam.app.errors import UsageError
+from keras_sam.components import COMPONENTS
+from keras_sam.data.prompt_options import PROMPT_KINDS
+from keras_sam.data.readers import LAYOUTS
 
 EXIT_USAGE = 2
-COMMANDS = {"finetune": run_finetune, "evaluate": run_evaluate, "predict": run_predict, "convert": run_convert}
+# What each command runs, imported only once the arguments are parsed: those modules load
+# TensorFlow, which takes seconds that --help, --version and a mistyped option should not cost.
+COMMANDS = {"finetune": "keras_sam.app.finetune:run_finetune", "evaluate": "keras_sam.app.commands:run_evaluate",
+            "predict": "keras_sam.app.commands:run_predict", "convert": "keras_sam.app.commands:run_convert"}
 
 
 def _number(name, kind, valid, rule):
@@ -81,37 +78,80 @@ def parse_point(text):
     return (values[0], values[1], int(values[2]) if len(values) == 3 else 1)
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Shows each option's default after its help, where it has one worth showing."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (action.default not in (None, False, [], "", argparse.SUPPRESS) and "default" not in text
+                and action.option_strings):
+            text += " (default: %(default)s)"
+        return text
+
+
+def _add_model(parser, what):
+    parser.add_argument(
+        "--model", required=True, metavar="MODEL",
+        help=f"the {what}: a run's folder or its model/, a folder written by save_pretrained, a .keras "
+             f"file (keras-sam convert writes one), a hub id (facebook/sam-vit-base) or one of "
+             f"{', '.join(MODEL_PRESETS)}")
+
+
+def _add_data(parser):
+    parser.add_argument("--data", required=True, help="the data folder (BUSI as downloaded, images/+labels/, "
+                                                      "or images/+masks/)")
+    parser.add_argument("--layout", default="auto", choices=["auto", *LAYOUTS],
+                        help="how the folder is organised; auto recognises each layout")
+    parser.add_argument("--mask-suffix", default="",
+                        help="mask file stem suffix for --layout folders, e.g. _mask")
+
+
 def build_parser():
+    """The `keras-sam` argument parser (builds without loading TensorFlow)."""
     parser = argparse.ArgumentParser(
-        prog="keras-sam",
+        prog="keras-sam", formatter_class=_HelpFormatter,
         description="Fine-tune Segment Anything (SAM) on medical images with tf-keras.",
     )
+    parser.add_argument("--version", action="version", version=f"keras-sam {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    finetune = commands.add_parser("finetune", help="fine-tune SAM's mask decoder on a folder of images")
+    def command(name, text):
+        return commands.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".",
+                                   formatter_class=_HelpFormatter)
+
+    finetune = command("finetune", "fine-tune SAM's mask decoder on a folder of images")
     finetune.add_argument("--demo", action="store_true",
                           help=f"generated breast-ultrasound phantoms and the {DEMO.model} model, "
-                               "fully offline")
+                               f"{DEMO.epochs} epochs, fully offline")
     finetune.add_argument("--data", help="data folder (BUSI as downloaded, images/+labels/, or images/+masks/)")
     finetune.add_argument("--model", default=None,
                           help="hub id (e.g. facebook/sam-vit-base), a saved model directory, or "
-                               f"one of: {', '.join(MODEL_PRESETS)}")
+                               f"one of: {', '.join(MODEL_PRESETS)} (default: {DEMO.model} for --demo)")
     finetune.add_argument("--output", default=None, help=f"run directory (default: {DEMO.output} for --demo)")
-    finetune.add_argument("--layout", default="auto", choices=["auto", *LAYOUTS])
+    finetune.add_argument("--layout", default="auto", choices=["auto", *LAYOUTS],
+                          help="how the data folder is organised; auto recognises each layout")
     finetune.add_argument("--mask-suffix", default="", help="mask file stem suffix for --layout folders, e.g. _mask")
-    finetune.add_argument("--epochs", type=_positive_int("--epochs"), default=None)
-    finetune.add_argument("--batch-size", type=_positive_int("--batch-size"), default=4)
+    finetune.add_argument("--epochs", type=_positive_int("--epochs"), default=None,
+                          help=f"passes over the training lesions (default: {DEFAULT_EPOCHS}; "
+                               f"{DEMO.epochs} for --demo)")
+    finetune.add_argument("--batch-size", type=_positive_int("--batch-size"), default=DEFAULT_BATCH_SIZE,
+                          help="lesions per training step")
     finetune.add_argument("--lr", type=_positive_float("--lr"), default=None,
                           help=f"learning rate (default {DEFAULT_PRESET.learning_rate}; " + ", ".join(
                               f"{preset.learning_rate} for {name}" for name, preset in MODEL_PRESETS.items())
                           + ")")
     finetune.add_argument("--freeze", default="vision_encoder,prompt_encoder",
                           help=f"comma-separated components to keep fixed, among {', '.join(COMPONENTS)}")
-    finetune.add_argument("--prompt", default="box", choices=PROMPT_KINDS)
-    finetune.add_argument("--val-split", type=_fraction("--val-split"), default=0.15)
-    finetune.add_argument("--test-split", type=_fraction("--test-split"), default=0.15)
-    finetune.add_argument("--seed", type=int, default=0)
-    finetune.add_argument("--loss", default="dice", choices=list(LOSSES))
+    finetune.add_argument("--prompt", default="box", choices=PROMPT_KINDS,
+                          help="what prompts the model during training and scoring: a jittered box "
+                               "around the lesion, points inside and outside it, or both")
+    finetune.add_argument("--val-split", type=_fraction("--val-split"), default=0.15,
+                          help="share of the lesions kept to choose the best epoch")
+    finetune.add_argument("--test-split", type=_fraction("--test-split"), default=0.15,
+                          help="share of the lesions kept apart for the final scores")
+    finetune.add_argument("--seed", type=int, default=0,
+                          help="seeds the split, the shuffling, the prompts and the demo's phantoms")
+    finetune.add_argument("--loss", default="dice", choices=list(LOSS_NAMES), help="the training loss")
     finetune.add_argument("--jitter", type=float, default=None,
                           help=f"largest move of each box side, in image pixels (default {DEFAULT_JITTER:g}; "
                                f"{DEMO.jitter:g} for the demo's phantoms, about half BUSI's image size)")
@@ -135,53 +175,94 @@ def build_parser():
                           help="tf.distribute strategy: mirrored (all local devices) or multiworker "
                                "(machines listed in TF_CONFIG; the chief, worker 0, writes --output)")
 
-    evaluate = commands.add_parser("evaluate", help="score a saved model on a data folder")
-    evaluate.add_argument("--model", required=True)
-    evaluate.add_argument("--data", required=True)
-    evaluate.add_argument("--output", required=True)
-    evaluate.add_argument("--layout", default="auto", choices=["auto", *LAYOUTS])
-    evaluate.add_argument("--mask-suffix", default="")
-    evaluate.add_argument("--manifest", help="a split manifest; only its test split is evaluated")
-    evaluate.add_argument("--batch-size", type=_positive_int("--batch-size"), default=4)
+    evaluate = command("evaluate", "score a saved model on a data folder")
+    _add_model(evaluate, "model to score")
+    _add_data(evaluate)
+    evaluate.add_argument("--output", required=True, help="folder for metrics.json, lesions.csv and best_worst.png")
+    evaluate.add_argument("--manifest",
+                          help="a run's split.json: only its test split is scored (default: the run's own, "
+                               "when --model is a run's folder or its model/)")
+    evaluate.add_argument("--all-lesions", action="store_true",
+                          help="score every lesion in --data, even those the model was trained on")
+    evaluate.add_argument("--prompt", default=None, choices=PROMPT_KINDS,
+                          help="what prompts the model (default: the run's --prompt; else box)")
+    evaluate.add_argument("--batch-size", type=_positive_int("--batch-size"), default=DEFAULT_BATCH_SIZE,
+                          help="lesions per model call")
     evaluate.add_argument("--seed", type=int, default=None,
-                          help="prompt seed (default: the run's, read beside --manifest; else 0)")
+                          help="prompt seed (default: the run's; else 0)")
     evaluate.add_argument("--jitter", type=float, default=None,
-                          help="box jitter in image pixels (default: the run's, read beside --manifest; "
-                               f"else {DEFAULT_JITTER:g})")
-    evaluate.add_argument("--skip-bad-files", action="store_true")
+                          help=f"box jitter in image pixels (default: the run's; else {DEFAULT_JITTER:g})")
+    evaluate.add_argument("--skip-bad-files", action="store_true",
+                          help="warn about and leave out unreadable or inconsistent files")
 
-    predict = commands.add_parser("predict", help="segment one image from boxes and/or points")
-    predict.add_argument("--model", required=True)
-    predict.add_argument("--image", required=True)
-    predict.add_argument("--output", required=True)
+    predict = command("predict", "segment images from boxes and/or points")
+    _add_model(predict, "model to segment with")
+    predict.add_argument("--image", action="append", required=True, metavar="IMAGE",
+                         help="an image file, a folder of images or a glob pattern (quote it); repeat "
+                              "for several. Every image gets the same prompts")
+    predict.add_argument("--output", required=True,
+                         help="folder for the masks, overlays and predictions.json (a subfolder per "
+                              "image when there are several)")
     predict.add_argument("--box", action="append", type=parse_box, default=[],
                          help="x0,y0,x1,y1 in image pixels; repeat for several objects")
     predict.add_argument("--point", action="append", type=parse_point, default=[],
                          help="x,y[,label] in image pixels; with boxes, added to each box's prompt")
-    convert = commands.add_parser(
-        "convert", help="a transformers SAM checkpoint to a Keras 3 model (.keras), or back")
+    predict.add_argument("--multimask", action="store_true",
+                         help="also write SAM's 3 candidate masks per prompt, with their predicted IoU, and "
+                              "each mask's probabilities as a grey PNG")
+    convert = command("convert", "a transformers SAM checkpoint to a Keras 3 model (.keras), or back")
     convert.add_argument("source", help="a checkpoint folder (tf_model.h5 or model.safetensors), a "
                                         "shipped model's name, or a .keras file of keras_sam.keras3")
     convert.add_argument("target", help="a .keras file, or a folder for a transformers checkpoint")
-    for command in (parser, finetune, evaluate, predict, convert):
-        command.error = _fail  # one line, exit status 2
+    for each in (parser, finetune, evaluate, predict, convert):
+        each.error = _fail  # one line, exit status 2
     return parser
 
 
+def _run(command, args, native_logs_filtered):
+    """Loads the command's module (and so TensorFlow, quietly) and runs it.
+
+    The command line asks TensorFlow for its CPU allocator that keeps freed memory
+    (`keras_sam.tf_allocator`; `keras-sam finetune` says which one it got); the library leaves
+    that choice to the program that imports it.
+    """
+    from keras_sam.app.quiet import quiet_tensorflow
+    from keras_sam.tf_allocator import prefer_reusing_allocator
+
+    prefer_reusing_allocator()
+    quiet_tensorflow(native=native_logs_filtered)
+    module, function = COMMANDS[command].split(":")
+    return getattr(importlib.import_module(module), function)(args)
+
+
 def main(argv=None):
-    """Entry point of the `keras-sam` console script."""
+    """Entry point of the `keras-sam` console script (`argv` given: run in-process, as tests do,
+    with the process's standard error left as it is)."""
     args = build_parser().parse_args(argv)
-    transformers.logging.set_verbosity_error()
     try:
-        return COMMANDS[args.command](args)
-    except (UsageError, DataError, ModelLoadError) as error:
-        _fail(str(error))
-    except TrainingStopped as error:
-        print(f"keras-sam: error: {error}", file=sys.stderr)
-        return 1
+        return _run(args.command, args, native_logs_filtered=argv is None)
     except KeyboardInterrupt:
         print("keras-sam: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except Exception as error:
+        status = _status_of(error)
+        if status is None:
+            raise
+        print(f"keras-sam: error: {error}", file=sys.stderr)
+        return sys.exit(status) if status == EXIT_USAGE else status
+
+
+def _status_of(error):
+    """The exit status of one of keras-sam's one-line errors (None for anything else)."""
+    from keras_sam.app.errors import TrainingStopped
+    from keras_sam.data.readers import DataError
+
+    if isinstance(error, (UsageError, DataError)):
+        return EXIT_USAGE
+    if isinstance(error, TrainingStopped):
+        return 1
+    hub = sys.modules.get("keras_sam.hub")  # loaded by any command that loads a model
+    return EXIT_USAGE if hub is not None and isinstance(error, hub.ModelLoadError) else None
 
 
 def _fail(message):

@@ -1,5 +1,6 @@
 """`keras-sam evaluate`, `keras-sam predict` and `keras-sam convert`."""
 
+import glob
 import json
 import os
 
@@ -8,84 +9,191 @@ from PIL import Image
 
 from keras_sam.app.errors import UsageError
 from keras_sam.app.report import best_and_worst_grid, write_lesion_csv
+from keras_sam.app.defaults import DEFAULT_JITTER
+from keras_sam.app.model_source import load_segmenter, run_folder_of
 from keras_sam.app.run_directory import RunDirectory
-from keras_sam.app.settings import DEFAULT_JITTER, load_segmenter
 from keras_sam.data import (DataError, PromptOptions, apply_manifest, build_dataset, find_records,
                             load_image, read_lesions)
+from keras_sam.data.readers import IMAGE_EXTENSIONS, is_busi_mask
 from keras_sam.evaluation import evaluate_lesions, summarize
 from keras_sam.hub import load_tf_sam
-from keras_sam.inference import PromptError, segment_image
+from keras_sam.inference import PromptError, check_prompts, segment_image
+from keras_sam.postprocessing import probabilities_at_image_size
 from keras_sam.storage import write_json
 from keras_sam.visualization import render_overlay
 
 
 def run_evaluate(args):
-    """Scores a saved model on a data folder (or a manifest's test split) at image resolution."""
+    """Scores a saved model at each image's resolution: a run's test split by default when the model
+    comes from a run (or --manifest names one), every lesion in the folder otherwise."""
+    run_path = run_folder_of(args.model)
+    manifest_path = args.manifest or (os.path.join(run_path, "split.json") if run_path else None)
     records = find_records(args.data, args.layout, args.mask_suffix)
     lesion_set = read_lesions(records, on_error="skip" if args.skip_bad_files else "raise")
     lesions = lesion_set.lesions
-    run = None
-    if args.manifest:
-        try:
-            with open(args.manifest) as handle:
-                manifest = json.load(handle)
-            lesions = apply_manifest(manifest, lesions, args.data)["test"]
-        except (OSError, ValueError, KeyError) as error:
-            raise UsageError(f"--manifest {args.manifest} is not a keras-sam split manifest ({error})")
-        run = RunDirectory(os.path.dirname(os.path.abspath(args.manifest))).settings()
+    splits, run = None, None
+    if manifest_path:
+        splits = _read_manifest(manifest_path, lesions, args.data)
+        run = RunDirectory(os.path.dirname(os.path.abspath(manifest_path))).settings()
+    elif run_path:
+        run = RunDirectory(run_path).settings()
+    if args.all_lesions:  # the split then only says which of them the model was trained on
+        seen = len(splits["train"]) + len(splits["val"]) if splits else 0
+        if seen:
+            print(f"warning: {seen} of the {len(lesions)} lesions scored were used in training "
+                  f"(the train and val splits of {manifest_path}); their scores flatter the model.")
+    elif splits:
+        lesions = splits["test"]
+        print(f"Scoring the {len(lesions)} test lesions of {manifest_path}.")
+    else:
+        print(f"warning: scoring every lesion in {args.data}: nothing says which ones {args.model} was "
+              "trained on. Give --manifest RUN/split.json to score only a run's test split.")
     if not lesions:
         raise UsageError(f"no lesions to evaluate in {args.data}")
     # The run's own prompts by default: each lesion's jitter depends only on the seed and itself.
     seed = args.seed if args.seed is not None else (run.seed if run else 0)
     jitter = args.jitter if args.jitter is not None else (run.jitter if run else DEFAULT_JITTER)
+    prompt = args.prompt or (run.prompt if run else "box")
     model = load_segmenter(args.model)
     dataset = build_dataset(lesions, model.processor, batch_size=args.batch_size, training=False,
-                            seed=seed, prompts=PromptOptions("box", jitter=jitter), with_ids=True)
+                            seed=seed, prompts=PromptOptions(prompt, jitter=jitter), with_ids=True)
     rows, masks = evaluate_lesions(model, lesions, dataset, model.processor)
     os.makedirs(args.output, exist_ok=True)
-    metrics = {"model": summarize(rows), "box_baseline": summarize(rows, prefix="box_"),
-               "counts": lesion_set.counts()}
+    metrics = {"model": summarize(rows)}
+    if PromptOptions(prompt).boxes:
+        metrics["box_baseline"] = summarize(rows, prefix="box_")
+    metrics["prompts"] = {"kind": prompt, "jitter": jitter, "seed": seed}
+    metrics["counts"] = {**scored_counts(lesions), "scored": "all lesions" if not splits or args.all_lesions
+                         else "test split", "skipped_files": lesion_set.counts()["skipped_files"]}
     write_json(os.path.join(args.output, "metrics.json"), metrics)
     write_lesion_csv(os.path.join(args.output, "lesions.csv"), rows)
     best_and_worst_grid(os.path.join(args.output, "best_worst.png"), rows, masks)
-    print(f"{len(rows)} lesions: Dice {metrics['model']['dice']:.3f}, IoU {metrics['model']['iou']:.3f} "
-          f"(prompt box alone: Dice {metrics['box_baseline']['dice']:.3f})")
+    baseline = (f" (prompt box alone: Dice {metrics['box_baseline']['dice']:.3f})"
+                if "box_baseline" in metrics else "")
+    print(f"{len(rows)} lesions, {prompt} prompts: Dice {metrics['model']['dice']:.3f}, "
+          f"IoU {metrics['model']['iou']:.3f}{baseline}")
     print(f"Results in {args.output}: metrics.json, lesions.csv, best_worst.png")
     return 0
 
 
+def _read_manifest(path, lesions, data):
+    try:
+        with open(path) as handle:
+            manifest = json.load(handle)
+        return apply_manifest(manifest, lesions, data)
+    except (OSError, ValueError, KeyError) as error:
+        raise UsageError(f"--manifest {path} is not a keras-sam split manifest ({error})") from error
+
+
+def scored_counts(lesions):
+    """Per-class numbers of the images and lesions scored."""
+    per_class = {}
+    for label in sorted({lesion.label for lesion in lesions}):
+        chosen = [lesion for lesion in lesions if lesion.label == label]
+        per_class[label] = {"images": len({lesion.image_path for lesion in chosen}), "lesions": len(chosen)}
+    return {"lesions": len(lesions), "images": len({lesion.image_path for lesion in lesions}),
+            "per_class": per_class}
+
+
+def image_paths(entries):
+    """--image values (files, folders, glob patterns) as the image files they name, in order; a
+    folder's BUSI mask files (`X_mask.png`) are not images to segment.
+
+    Raises:
+        DataError: an entry names nothing, or a folder or pattern holds no image.
+    """
+    paths = []
+    for entry in entries:
+        if os.path.isdir(entry):  # its images, leaving out BUSI's mask files beside them
+            found = [os.path.join(entry, name) for name in sorted(os.listdir(entry))
+                     if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
+                     and not is_busi_mask(name)]
+        elif os.path.exists(entry):
+            found = [entry]
+        elif glob.has_magic(entry):
+            found = sorted(path for path in glob.glob(entry) if path.lower().endswith(IMAGE_EXTENSIONS))
+        else:
+            raise DataError(f"--image {entry} does not exist")
+        if not found:
+            raise DataError(f"--image {entry} holds no image ({', '.join(IMAGE_EXTENSIONS)})")
+        paths.extend(path for path in found if path not in paths)
+    return paths
+
+
 def run_predict(args):
-    """Masks at the image's own resolution for each prompt, from one image embedding."""
+    """Masks at each image's own resolution for each prompt, from one image embedding an image."""
     if not args.box and not args.point:
         raise UsageError("predict needs at least one --box x0,y0,x1,y1 or --point x,y[,label]")
-    if not os.path.exists(args.image):
-        raise DataError(f"--image {args.image} does not exist")
-    image = load_image(args.image)
+    paths = image_paths(args.image)
+    images = [(path, load_image(path)) for path in paths]
+    for path, image in images:  # every prompt checked on every image before anything is written
+        try:
+            check_prompts(image.shape[:2], args.box, [p[:2] for p in args.point], [p[2] for p in args.point])
+        except PromptError as error:
+            raise UsageError(f"--box/--point on {path}: {error}") from error
     model = load_segmenter(args.model)
+    model.multimask_output = args.multimask
+    names = _output_names(paths)
+    for (path, image), name in zip(images, names):
+        folder = os.path.join(args.output, name) if name else args.output
+        _predict_one(model, path, image, folder, args)
+    print(f"Masks and overlay.png in {args.output}" + (" (a folder per image)" if len(paths) > 1 else ""))
+    return 0
+
+
+def _output_names(paths):
+    """A subfolder name per image (none for a single image), unique even for equal file names."""
+    if len(paths) == 1:
+        return [""]
+    names, seen = [], set()
+    for path in paths:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        name, count = stem, 1
+        while name in seen:
+            count += 1
+            name = f"{stem}-{count}"
+        seen.add(name)
+        names.append(name)
+    return names
+
+
+def _predict_one(model, path, image, folder, args):
     points = [point[:2] for point in args.point]
     labels = [point[2] for point in args.point]
-    try:
-        result = segment_image(model, image, boxes=args.box, points=points, labels=labels)
-    except PromptError as error:
-        raise UsageError(f"--box/--point: {error}") from error
-    os.makedirs(args.output, exist_ok=True)
+    result = segment_image(model, image, boxes=args.box, points=points, labels=labels, best=not args.multimask)
+    os.makedirs(folder, exist_ok=True)
     overlay = image
     predictions = []
-    for row, (mask, score) in enumerate(zip(result.masks, result.scores)):
-        name = f"mask_{row + 1}.png"
-        Image.fromarray(mask.astype(np.uint8) * 255).save(os.path.join(args.output, name))
-        box = args.box[row] if args.box else None
-        overlay = render_overlay(overlay, predicted=mask, box=box, points=points or None,
+    for row, (masks, scores) in enumerate(zip(result.masks, result.scores)):
+        masks, scores = (masks, scores) if args.multimask else (masks[None], np.atleast_1d(scores))
+        best = int(np.argmax(scores))
+        prompt = {"box": args.box[row] if args.box else None, "points": points or None,
+                  "labels": labels or None}
+        prediction = {"image": path, "mask": f"mask_{row + 1}.png", **prompt,
+                      "predicted_iou": float(scores[best]), "area_pixels": int(masks[best].sum())}
+        _save_mask(masks[best], os.path.join(folder, prediction["mask"]))
+        if args.multimask:
+            probabilities = probabilities_at_image_size(result.logits[row], image.shape[:2], model.processor)
+            prediction["candidates"] = []
+            for index, (mask, score) in enumerate(zip(masks, scores)):
+                stem = f"mask_{row + 1}_candidate_{index + 1}"
+                _save_mask(mask, os.path.join(folder, f"{stem}.png"))
+                Image.fromarray(np.round(probabilities[index] * 255).astype(np.uint8)).save(
+                    os.path.join(folder, f"{stem}_probability.png"))
+                prediction["candidates"].append({"mask": f"{stem}.png", "probability": f"{stem}_probability.png",
+                                                 "predicted_iou": float(score), "area_pixels": int(mask.sum())})
+        overlay = render_overlay(overlay, predicted=masks[best], box=prompt["box"], points=points or None,
                                  labels=labels or None)
-        predictions.append({"mask": name, "box": box, "predicted_iou": float(score),
-                            "area_pixels": int(mask.sum())})
-    Image.fromarray(overlay).save(os.path.join(args.output, "overlay.png"))
-    write_json(os.path.join(args.output, "predictions.json"), predictions)
+        predictions.append(prediction)
+    Image.fromarray(overlay).save(os.path.join(folder, "overlay.png"))
+    write_json(os.path.join(folder, "predictions.json"), predictions)
     for prediction in predictions:
-        print(f"{prediction['mask']}: {prediction['area_pixels']} pixels, "
+        print(f"{os.path.basename(path)}: {prediction['mask']}: {prediction['area_pixels']} pixels, "
               f"predicted IoU {prediction['predicted_iou']:.3f}")
-    print(f"Masks and overlay.png in {args.output}")
-    return 0
+
+
+def _save_mask(mask, path):
+    Image.fromarray(mask.astype(np.uint8) * 255).save(path)
 
 
 def run_convert(args):

@@ -19,7 +19,8 @@ import tf_keras as keras
 from keras_sam.app.errors import TrainingStopped, UsageError
 from keras_sam.app.report import best_and_worst_grid, summary_table, write_lesion_csv
 from keras_sam.app.run_directory import COMPLETE, NEW, RunDirectory
-from keras_sam.app.settings import DEMO, load_segmenter, resolve
+from keras_sam.app.model_source import load_segmenter
+from keras_sam.app.settings import DEMO, resolve, speed_setting_sources
 from keras_sam.app.speed import (SpeedChoice, allocator_choice, choose_jit_compile, choose_precision,
                                  cpu_supports_bfloat16, precision_policy, step_timer, too_short_to_probe)
 from keras_sam.callbacks import MaskOverlayCallback, NonFiniteLossError, StopOnNonFiniteLoss
@@ -46,6 +47,7 @@ class Plan:
     warnings: list
     data: str
     precision: SpeedChoice
+    reasons: dict  # why the speed settings given are what they are (speed_setting_sources)
 
 
 def run_finetune(args):
@@ -56,7 +58,7 @@ def run_finetune(args):
         # Every worker trains; only the chief keeps what it writes.
         output = os.path.join(tempfile.mkdtemp(prefix="keras-sam-worker-"), "run")
     with strategy.scope():
-        return _finetune(settings, RunDirectory(output), args.overwrite)
+        return _finetune(settings, RunDirectory(output), args.overwrite, speed_setting_sources(args))
 
 
 def make_strategy(name):
@@ -78,7 +80,7 @@ def _is_chief():
         task.get("type") == "chief" or ("chief" not in config.get("cluster", {}) and task.get("index", 0) == 0))
 
 
-def _finetune(settings, run, overwrite):
+def _finetune(settings, run, overwrite, reasons):
     state = run.prepare(settings, overwrite)
     if state == COMPLETE:
         with open(run.metrics) as handle:
@@ -86,7 +88,7 @@ def _finetune(settings, run, overwrite):
         print(f"This run is already complete; its results are in {run.path}.\n")
         print(summary_table(metrics))
         return 0
-    plan = _plan(settings, run, state)
+    plan = _plan(settings, run, state, reasons)
     if state == NEW:
         run.start(settings)
         run.record_choice("precision", plan.precision)
@@ -105,7 +107,7 @@ def _finetune(settings, run, overwrite):
     return _finish(settings, run, plan, evaluation, before)
 
 
-def _plan(settings, run, state):
+def _plan(settings, run, state, reasons):
     """Reads and checks the data, splits it and loads the model; nothing is left behind on failure.
 
     Everything that can fail on bad input happens before the run folder is created; the demo's
@@ -121,8 +123,8 @@ def _plan(settings, run, state):
                 write_busi_phantoms(os.path.join(staging, "data"), seed=settings.seed,
                                     counts=dict(DEMO.phantoms))
             created = True
-    precision = run.recorded_choice("precision") or choose_precision(settings.precision,
-                                                                     cpu_supports_bfloat16())
+    precision = run.recorded_choice("precision") or choose_precision(
+        settings.precision, cpu_supports_bfloat16(), reasons["precision"])
     print(f"Precision: {precision.value} ({precision.reason}).")
     try:
         # The model first, so a bad --model fails before the data is read. Seeded, so a preset
@@ -142,7 +144,7 @@ def _plan(settings, run, state):
         raise
     for warning in warnings:
         print(f"note: {warning}")
-    return Plan(model, lesion_set, splits, warnings, data, precision)
+    return Plan(model, lesion_set, splits, warnings, data, precision, reasons)
 
 
 def _cache_embeddings(settings, run, plan):
@@ -157,7 +159,7 @@ def _cache_embeddings(settings, run, plan):
     processor = plan.model.processor
     cache = EmbeddingCache(plan.model, run.embedding_cache,
                            preprocessing=processor.image_processor.to_json_string())
-    xla = _xla_choice_without_timing(settings, run, _total_steps(settings, plan))
+    xla = _xla_choice_without_timing(settings, run, plan)
     meanwhile = None
     if xla is not None:
         _record_xla_choice(run, xla)
@@ -166,14 +168,14 @@ def _cache_embeddings(settings, run, plan):
     return cache, meanwhile is not None
 
 
-def _prompts(settings, kind=None):
-    return PromptOptions(kind or settings.prompt, jitter=settings.jitter)
+def _prompts(settings):
+    return PromptOptions(settings.prompt, jitter=settings.jitter)
 
 
 def _evaluation_datasets(settings, plan, cache):
-    """The val and test splits with fixed box prompts and lesion ids, for scoring."""
+    """The val and test splits with the run's kind of prompts, fixed, and lesion ids, for scoring."""
     return {name: build_dataset(plan.splits[name], plan.model.processor, batch_size=settings.batch_size,
-                                prompts=_prompts(settings, "box"), training=False, seed=settings.seed,
+                                prompts=_prompts(settings), training=False, seed=settings.seed,
                                 embeddings=cache, with_ids=True)
             for name in EVALUATED_SPLITS if plan.splits[name]}
 
@@ -182,7 +184,10 @@ def _scores(plan, name, dataset, when):
     """Summaries of the model and of the prompt box on one split, with its lesions' rows and masks."""
     rows, masks = evaluate_lesions(plan.model, plan.splits[name], dataset, plan.model.processor,
                                    description=f"Scoring {name} {when}")
-    return {"finetuned": summarize(rows), "box_baseline": summarize(rows, prefix="box_")}, rows, masks
+    scores = {"finetuned": summarize(rows)}
+    if rows and "box_dice" in rows[0]:  # box prompts: the box itself, filled, as a baseline
+        scores["box_baseline"] = summarize(rows, prefix="box_")
+    return scores, rows, masks
 
 
 def _fit(settings, run, plan, cache, compiled):
@@ -248,12 +253,12 @@ def _compile(settings, plan, cache, jit_compile, trace=False):
         model.trace_train_step(_training_stream(settings, plan, cache))
 
 
-def _xla_choice_without_timing(settings, run, total_steps):
+def _xla_choice_without_timing(settings, run, plan):
     """The XLA choice when it needs no timing: set, recorded by an earlier sitting, or a run too
     short to repay the probe; None when it must be measured."""
     if settings.jit_compile is not None:
-        return SpeedChoice(settings.jit_compile, "set by --jit-compile/--no-jit-compile or by the preset of --model")
-    return run.recorded_choice("jit_compile") or too_short_to_probe(total_steps)
+        return SpeedChoice(settings.jit_compile, plan.reasons["jit_compile"] or "set by the run's settings")
+    return run.recorded_choice("jit_compile") or too_short_to_probe(_total_steps(settings, plan))
 
 
 def _record_xla_choice(run, choice):
@@ -269,7 +274,7 @@ def _choose_jit_compile(settings, run, plan, cache):
     """
     if cache is None:
         return False
-    choice = _xla_choice_without_timing(settings, run, _total_steps(settings, plan))
+    choice = _xla_choice_without_timing(settings, run, plan)
     if choice is None:
         print("Timing the training step with and without XLA on this machine...")
         probe = build_dataset(plan.splits["train"], plan.model.processor, embeddings=cache,
@@ -288,13 +293,15 @@ def _finish(settings, run, plan, evaluation, before):
     metrics = {}
     for name, dataset in evaluation.items():
         after, rows, masks = _scores(plan, name, dataset, "after fine-tuning")
-        metrics[name] = {"finetuned": after["finetuned"], "before": before[name]["finetuned"],
-                         "box_baseline": after["box_baseline"]}
+        metrics[name] = {"finetuned": after["finetuned"], "before": before[name]["finetuned"]}
+        if "box_baseline" in after:
+            metrics[name]["box_baseline"] = after["box_baseline"]
         if name == "test":
             write_lesion_csv(run.lesion_csv, rows)
             best_and_worst_grid(run.grid, rows, masks)
     counts = plan.lesion_set.counts()
     counts["splits"] = {name: len(lesions) for name, lesions in plan.splits.items()}
+    metrics["prompts"] = {"kind": settings.prompt, "jitter": settings.jitter, "seed": settings.seed}
     metrics["counts"] = counts
     write_json(run.metrics, metrics)
 

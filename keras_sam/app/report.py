@@ -9,11 +9,12 @@ from keras_sam.data.readers import load_image, load_mask
 from keras_sam.storage import atomic_file
 from keras_sam.visualization import render_overlay, tile
 
-CSV_COLUMNS = ["image", "mask", "label", "dice", "iou", "predicted_iou", "box_dice", "box_iou", "box"]
+CSV_COLUMNS = ["image", "mask", "label", "dice", "iou", "predicted_iou", "box_dice", "box_iou", "box", "points",
+               "labels"]
 
 
 def write_lesion_csv(path, rows):
-    """One line per lesion: paths, class, Dice and IoU of the model and of the prompt box."""
+    """One line per lesion: paths, class, Dice and IoU of the model and of the prompt box, the prompts."""
     with atomic_file(path, newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, extrasaction="ignore")
         writer.writeheader()
@@ -36,8 +37,8 @@ def best_and_worst_grid(path, rows, masks, count=4, side=256):
         row = rows[index]
         image = load_image(row["image"])
         truth = load_mask(row["mask"], image.shape[:2])
-        overlay = render_overlay(image, masks[row["id"]], truth, row.get("box"),
-                                 text=f"{row['label']} Dice {row['dice']:.3f}")
+        overlay = render_overlay(image, masks[row["id"]], truth, row.get("box"), points=row.get("points"),
+                                 labels=row.get("labels"), text=f"{row['label']} Dice {row['dice']:.3f}")
         panels.append(_fit_square(overlay, side))
     with atomic_file(path, "wb") as handle:
         Image.fromarray(tile(panels, columns=min(count, len(panels)))).save(handle, format="PNG")

@@ -20,6 +20,7 @@ spares scoring the starting model again, and training.csv holds the best validat
 """
 
 import csv
+import dataclasses
 import json
 import os
 import shutil
@@ -81,8 +82,12 @@ class RunDirectory:
         if previous == settings:
             return COMPLETE if os.path.exists(self.metrics) else RESUME
         if not overwrite:
-            what = ("a different keras-sam run" if os.path.exists(self.settings_file)
-                    else "other files")
+            if previous is not None:
+                what = f"a different keras-sam run ({differences(previous, settings)})"
+            elif os.path.exists(self.settings_file):
+                what = "a keras-sam run of another version"
+            else:
+                what = "other files"
             raise UsageError(f"--output {self.path} holds {what}; choose another folder or pass --overwrite")
         shutil.rmtree(self.path)
         return NEW
@@ -132,6 +137,22 @@ class RunDirectory:
     def backup(self, model):
         """The EpochBackup callback that saves `model`'s training state here after every epoch."""
         return EpochBackup(self.backup_dir, model)
+
+
+_FLAGS = {"learning_rate": "--lr", "embedding_cache": "--no-embedding-cache", "data": "--data"}
+
+
+def differences(before, now):
+    """The settings in which `now` differs from `before`, as the options that set them:
+    "--epochs 3 (the run in the folder has 2)"."""
+    parts = []
+    for field in dataclasses.fields(now):
+        old, new = getattr(before, field.name), getattr(now, field.name)
+        if old != new:
+            flag = _FLAGS.get(field.name, "--" + field.name.replace("_", "-"))
+            shown = lambda value: ",".join(value) if isinstance(value, tuple) else value  # noqa: E731
+            parts.append(f"{flag} {shown(new)}, the run in the folder has {shown(old)}")
+    return "; ".join(parts)
 
 
 class EpochBackup(keras.callbacks.Callback):

@@ -2,73 +2,15 @@
 
 The settings are what makes a run what it is: the same settings on the same `--output` resume
 the run, different ones are refused. Where the command line leaves a value out, the model's
-preset (or the demo's) supplies it: this table is the only place that knows what differs
-between the models keras-sam can start from.
+preset (or the demo's, in `keras_sam.app.defaults`) supplies it.
 """
 
 import dataclasses
 import os
 
+from keras_sam.app.defaults import DEFAULT_EPOCHS, DEFAULT_JITTER, DEMO, preset_of
 from keras_sam.app.errors import UsageError
-from keras_sam.configs import tiny_sam_config
-from keras_sam.hub import require_tf_sam
 from keras_sam.components import COMPONENTS
-from keras_sam.segmenter import SamSegmenter
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelPreset:
-    """Defaults that depend on the model a run starts from.
-
-    Args:
-        learning_rate: Adam's step size.
-        jit_compile: XLA for the decoder step from cached embeddings: True, False, or None to
-            time it each way on the machine that runs and keep the faster (keras_sam.app.speed).
-            Models whose steps are short never probe: compiling would cost more than it saves.
-        precision: "float32", "mixed_bfloat16", or None for bfloat16 where the CPU has bfloat16
-            instructions.
-        random_config: for a model built with random weights rather than loaded, the function
-            that makes its SamConfig.
-    """
-
-    learning_rate: float
-    jit_compile: object = None
-    precision: object = None
-    random_config: object = None
-
-
-DEFAULT_PRESET = ModelPreset(learning_rate=1e-5)
-MODEL_PRESETS = {
-    # The model shipped with keras-sam: pretrained on procedural shapes, small, short steps.
-    "sam-small-shapes": ModelPreset(learning_rate=3e-4, jit_compile=False, precision="float32"),
-    # Random weights need far larger steps than pretrained ones; its steps are too short for XLA.
-    "tiny": ModelPreset(learning_rate=3e-3, jit_compile=False, precision="float32",
-                        random_config=tiny_sam_config),
-}
-
-
-def preset_of(model):
-    """The ModelPreset for a --model value (DEFAULT_PRESET for hub ids and directories)."""
-    return MODEL_PRESETS.get(model, DEFAULT_PRESET)
-
-
-@dataclasses.dataclass(frozen=True)
-class DemoPreset:
-    """What `keras-sam finetune --demo` runs: generated phantoms and a model that trains in minutes."""
-
-    model: str = "sam-small-shapes"
-    epochs: int = 30
-    jitter: float = 10.0  # the phantoms are about half BUSI's size
-    output: str = "keras-sam-demo"
-    phantoms: tuple = (("benign", 40), ("malignant", 20), ("normal", 6))
-    note: str = ("The demo fine-tunes sam-small-shapes, the small SAM that comes with keras-sam "
-                 "(pretrained on procedural shapes,\nnever on ultrasound), on synthetic breast-ultrasound "
-                 "phantoms: its numbers show what fine-tuning does,\nnot a medical result.")
-
-
-DEMO = DemoPreset()
-DEFAULT_EPOCHS = 10
-DEFAULT_JITTER = 20.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,10 +115,18 @@ def _check(settings):
         raise UsageError("--val-split 0 leaves no validation lesions to choose the best checkpoint on")
 
 
-def load_segmenter(model, freeze=("vision_encoder", "prompt_encoder")):
-    """A SamSegmenter from a --model value: a preset built with random weights (seed them first
-    with keras.utils.set_random_seed), a saved directory, or a hub id."""
+def speed_setting_sources(args):
+    """Why the run's precision and XLA settings are what they are, in words for the log:
+    {"precision": ..., "jit_compile": ...}; None where the machine that runs decides."""
+    model = args.model or (DEMO.model if args.demo else None)
     preset = preset_of(model)
-    if preset.random_config is not None:
-        return SamSegmenter(require_tf_sam()(preset.random_config()), freeze=freeze)
-    return SamSegmenter.from_pretrained(model, freeze=freeze)
+    precision = jit = None
+    if args.precision != "auto":
+        precision = f"set by --precision {args.precision}"
+    elif preset.precision is not None:
+        precision = f"the {model} preset's"
+    if args.jit_compile is not None:
+        jit = f"set by {'--jit-compile' if args.jit_compile else '--no-jit-compile'}"
+    elif preset.jit_compile is not None:
+        jit = f"the {model} preset's: its steps are too short to repay compiling"
+    return {"precision": precision, "jit_compile": jit}

@@ -4,8 +4,8 @@ XLA (`jit_compile`) for the mask decoder's training step from cached embeddings 
 1.44x faster on one 2-core machine and 1.26x and 2.08x slower on others: when the run leaves it
 unset and is long enough to repay the measuring, a probe times a few steps each way and keeps the
 faster. Lower precision for the whole run (`mixed_bfloat16`) is used only where the CPU has
-bfloat16 instructions. TensorFlow's CPU allocator is chosen when keras-sam is imported
-(`keras_sam.tf_allocator`); the run says which it got.
+bfloat16 instructions. The command line asks for TensorFlow's CPU allocator before TensorFlow
+starts (`keras_sam.tf_allocator`); the run says which it got.
 """
 
 import contextlib
@@ -16,14 +16,11 @@ import time
 import tf_keras as keras
 
 from keras_sam import tf_allocator
+from keras_sam.app.defaults import MIN_STEPS_TO_PROBE
 from keras_sam.segmenter import default_optimizer
 from keras_sam.tf_allocator import ALLOCATOR_VARIABLE
 
 PROBE_STEPS = 4
-MIN_STEPS_TO_PROBE = 400
-"""Runs shorter than this keep XLA off unmeasured. The probe traces the step twice and compiles it
-with XLA once (about 30 s at sam-vit-base size on a 2-core CPU, BENCHMARKS.md); at 0.3 s a step,
-XLA would have to save 0.075 s a step (1.3x) over 400 steps to repay that."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,11 +39,12 @@ class SpeedChoice:
         return cls(**payload)
 
 
-def choose_precision(asked, cpu_has_bfloat16):
-    """The Keras precision policy for the run: what was asked for, or for "auto" bfloat16 where the
-    CPU has bfloat16 instructions (see BENCHMARKS.md for what it gains and what it costs)."""
+def choose_precision(asked, cpu_has_bfloat16, why="asked for"):
+    """The Keras precision policy for the run: what was asked for (`why` says by whom), or for
+    "auto" bfloat16 where the CPU has bfloat16 instructions (see BENCHMARKS.md for what it gains
+    and what it costs)."""
     if asked != "auto":
-        return SpeedChoice(asked, "asked for")
+        return SpeedChoice(asked, why)
     if cpu_has_bfloat16:
         return SpeedChoice("mixed_bfloat16", "the CPU has bfloat16 instructions (avx512_bf16 or amx_bf16)")
     return SpeedChoice("float32", "the CPU has no bfloat16 instructions")
@@ -60,7 +58,7 @@ def allocator_choice():
     if in_use == "bfc":
         return SpeedChoice("bfc", f"keeps freed memory for reuse; {setting}")
     if tf_allocator.asked_too_late():
-        why = f"TensorFlow started before keras_sam was imported, so {setting} came too late"
+        why = f"TensorFlow started before keras-sam asked for it, so {setting} came too late"
     else:
         why = f"{setting} in the environment"
     if in_use == "onednn":

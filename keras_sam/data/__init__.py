@@ -9,12 +9,18 @@ Example:
     >>> splits, warnings = split_lesions(lesions, val=0.15, test=0.15, seed=0)  # doctest: +SKIP
 """
 
-from keras_sam.data.phantoms import write_busi_phantoms
-from keras_sam.data.pipeline import (PROMPT_KINDS, DataGenerator, PromptOptions, build_dataset,
-                                     cache_embeddings, steps_per_epoch)
-from keras_sam.data.readers import (LAYOUTS, DataError, Lesion, LesionSet, Record, detect_layout,
-                                    find_records, load_image, load_mask, read_lesions)
-from keras_sam.data.splits import SPLITS, apply_manifest, split_lesions, write_manifest
+import importlib
+
+_EXPORTS = {
+    "write_busi_phantoms": "phantoms",
+    "DataGenerator": "pipeline", "build_dataset": "pipeline", "cache_embeddings": "pipeline",
+    "steps_per_epoch": "pipeline",
+    "PROMPT_KINDS": "prompt_options", "PromptOptions": "prompt_options",
+    "LAYOUTS": "readers", "DataError": "readers", "Lesion": "readers", "LesionSet": "readers",
+    "Record": "readers", "detect_layout": "readers", "find_records": "readers", "load_image": "readers",
+    "load_mask": "readers", "read_lesions": "readers",
+    "SPLITS": "splits", "apply_manifest": "splits", "split_lesions": "splits", "write_manifest": "splits",
+}
 
 __all__ = [
     "DataError",
@@ -39,3 +45,16 @@ __all__ = [
     "write_busi_phantoms",
     "write_manifest",
 ]
+
+
+def __getattr__(name):
+    # Loaded on first use: reading folders needs no TensorFlow, only the pipeline does.
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'keras_sam.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"keras_sam.data.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

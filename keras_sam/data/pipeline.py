@@ -15,48 +15,12 @@ import hashlib
 import numpy as np
 import tensorflow as tf
 
+from keras_sam.data.prompt_options import PROMPT_KINDS, PromptOptions  # noqa: F401 (re-exported)
 from keras_sam.data.readers import load_image, load_mask
 from keras_sam.geometry import (grid_size, input_size, model_scale, resized_shape,
                                 to_model_coordinates)
 from keras_sam.preprocessing import preprocess_image, preprocess_mask
 from keras_sam.prompts import jitter_boxes, sample_points
-
-PROMPT_KINDS = ("box", "points", "box+points")
-
-
-@dataclasses.dataclass(frozen=True)
-class PromptOptions:
-    """How prompts are drawn from each lesion's mask, anew every epoch.
-
-    Args:
-        kind: "box" (the lesion's box, jittered), "points" (points inside and outside the lesion)
-            or "box+points".
-        jitter: largest move of each box side, in the image's own pixels.
-        num_positive: points inside the lesion (label 1) for point prompts.
-        num_negative: points outside it (label 0).
-    """
-
-    kind: str = "box"
-    jitter: float = 20.0
-    num_positive: int = 3
-    num_negative: int = 1
-
-    def __post_init__(self):
-        if self.kind not in PROMPT_KINDS:
-            raise ValueError(f"prompt kind must be one of {', '.join(PROMPT_KINDS)}; got {self.kind!r}")
-        if self.jitter < 0:
-            raise ValueError(f"jitter must be >= 0 pixels; got {self.jitter}")
-        if self.num_positive < 0 or self.num_negative < 0:
-            raise ValueError(f"point counts must be >= 0; got num_positive={self.num_positive}, "
-                             f"num_negative={self.num_negative}")
-
-    @property
-    def boxes(self):
-        return self.kind in ("box", "box+points")
-
-    @property
-    def points(self):
-        return self.kind in ("points", "box+points")
 
 
 class DataGenerator:

@@ -76,6 +76,11 @@ class LesionSet:
         return {"per_class": counts, "skipped_files": len(self.skipped)}
 
 
+def is_busi_mask(file_name):
+    """Whether a file name is a BUSI mask's (`benign (1)_mask.png`, `benign (1)_mask_1.png`)."""
+    return bool(_BUSI_MASK.match(os.path.splitext(file_name)[0]))
+
+
 def _images_in(folder):
     return sorted(
         name for name in os.listdir(folder)

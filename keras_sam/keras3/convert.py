@@ -239,3 +239,17 @@ def save_pretrained(model, folder):
     write_safetensors(folder, config, export_weights((model.image_encoder, model.prompt_encoder,
                                                       model.mask_decoder)))
     return config
+
+
+def checkpoint_from_keras_file(path, folder):
+    """Writes the Keras 3 SamSegmenter saved in `path` (a .keras file) as a transformers
+    checkpoint in `folder`, which the tf-keras family loads: how the command line takes the
+    .keras files `keras-sam convert` writes."""
+    import keras
+
+    from keras_sam.keras3.segmenter import SamSegmenter  # registers the classes load_model needs
+
+    model = keras.models.load_model(path)
+    if not isinstance(model, SamSegmenter):
+        raise ModelLoadError(f"{path} holds a {type(model).__name__}, not a keras-sam SamSegmenter")
+    save_pretrained(model, folder)

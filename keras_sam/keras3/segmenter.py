@@ -10,6 +10,7 @@ Everything is written in `keras.ops`; the training objective goes through `compu
 """
 
 import math
+import warnings
 
 import keras
 import keras_hub
@@ -250,10 +251,18 @@ class SamSegmenter(TrainingOptions, keras.Model):
             prompts["masks"] = masks[..., None]
         return prompts
 
-    def segment(self, inputs, training=False):
-        """`self(inputs)` as (mask_logits, iou_scores)."""
-        outputs = self(inputs, training=training)
-        return outputs["mask_logits"], outputs["iou_scores"]
+    def segment(self, image, *, boxes=(), points=(), labels=None, best=True):
+        """Masks for one image at its own resolution, from prompts in its own pixels: as the
+        tf-keras `SamSegmenter.segment` (`keras_sam.inference.segment_image`)."""
+        if hasattr(image, "keys"):  # the input dict, as segment took before 0.2
+            warnings.warn("SamSegmenter.segment(inputs) with the input dict is deprecated: call the model, "
+                          "model(inputs), or segment(image, boxes=..., points=...) for masks at an "
+                          "image's resolution", DeprecationWarning, stacklevel=2)
+            outputs = self(image, training=False)
+            return outputs["mask_logits"], outputs["iou_scores"]
+        from keras_sam.inference import segment_image
+
+        return segment_image(self, image, boxes=boxes, points=points, labels=labels, best=best)
 
     # ------------------------------------------------------------------------ training
     def compile(self, optimizer="auto", loss="auto", metrics="auto", weighted_metrics=None, **kwargs):

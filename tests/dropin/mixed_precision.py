@@ -59,6 +59,6 @@ report["optimizer"] = type(model.optimizer).__name__  # Keras's loss scaling wra
 report["evaluate"] = model.evaluate(x, y, verbose=0, return_dict=True)
 predicted = model.predict(x, verbose=0)
 report["predict_dtypes"] = sorted({value.dtype.name for value in predicted.values()})
-report["segment_dtype"] = model.segment({k: v[:2] for k, v in x.items()}).mask_logits.dtype.name
+report["segment_dtype"] = model({k: v[:2] for k, v in x.items()})["mask_logits"].dtype.name
 report["compute_dtype"] = model.sam.mask_decoder.compute_dtype
 print(json.dumps(report))
