@@ -6,7 +6,7 @@ import pytest
 from keras_sam import processor_for_config, tiny_sam_config
 from keras_sam.geometry import (box_from_mask, box_mask, resized_shape, to_image_coordinates,
                                 to_model_coordinates)
-from keras_sam.postprocessing import masks_at_image_size, postprocess_masks
+from keras_sam.postprocessing import masks_at_image_size, postprocess_masks, probabilities_at_image_size
 from keras_sam.preprocessing import pixels_to_image, preprocess_image, preprocess_mask
 
 
@@ -86,3 +86,19 @@ def test_postprocess_keeps_the_mask_with_the_highest_predicted_iou(processor):
     assert every.masks[0].shape == (3, 100, 200) and every.scores.shape == (2, 3)
     with pytest.raises(ValueError, match="needs the model's processor"):
         postprocess_masks(outputs, image_sizes=[(100, 200)] * 2)
+
+
+def test_reported_iou_scores_are_clipped_to_0_1_after_the_choice(processor):
+    logits = np.zeros((2, 3, 64, 64), np.float32)
+    outputs = {"mask_logits": logits, "iou_scores": np.array([[1.006, 0.9, 0.3], [-0.2, -0.1, -0.3]])}
+    np.testing.assert_allclose(postprocess_masks(outputs).scores, [1.0, 0.0])
+    np.testing.assert_allclose(postprocess_masks(outputs, best=False).scores, [[1.0, 0.9, 0.3], [0, 0, 0]])
+
+
+def test_probabilities_at_image_size_threshold_to_the_masks(processor):
+    logits = np.full((1, 64, 64), -5.0, np.float32)
+    logits[0, :32, 32:] = 5.0
+    probabilities = probabilities_at_image_size(logits, (100, 200), processor)
+    masks = masks_at_image_size(logits, (100, 200), processor)
+    assert probabilities.shape == (1, 100, 200) and 0 <= probabilities.min() < probabilities.max() <= 1
+    np.testing.assert_array_equal(probabilities > 0.5, masks)

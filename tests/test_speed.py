@@ -42,6 +42,24 @@ def test_precision_follows_the_cpu_unless_asked(asked, has_bfloat16, expected):
     assert choose_precision(asked, has_bfloat16).value == expected
 
 
+@pytest.mark.parametrize("argv, precision, jit_compile", [
+    (["--demo"], "the sam-small-shapes preset's",
+     "the sam-small-shapes preset's: its steps are too short to repay compiling"),
+    (["--demo", "--precision", "float32", "--jit-compile"], "set by --precision float32", "set by --jit-compile"),
+    (["--data", "d", "--model", "facebook/sam-vit-base", "--output", "o"], None, None),
+    (["--data", "d", "--model", "tiny", "--output", "o", "--no-jit-compile"], "the tiny preset's",
+     "set by --no-jit-compile"),
+])
+def test_the_log_gives_the_true_reason_for_each_speed_setting(argv, precision, jit_compile):
+    from keras_sam.app.cli import build_parser
+    from keras_sam.app.settings import speed_setting_sources
+
+    args = build_parser().parse_args(["finetune", *argv])
+    assert speed_setting_sources(args) == {"precision": precision, "jit_compile": jit_compile}
+    if precision:
+        assert choose_precision("float32", True, precision).reason == precision
+
+
 @pytest.mark.parametrize("flags, expected", [
     ("fpu sse avx512f avx512_bf16 amx_tile", True), ("fpu sse amx_bf16", True), ("fpu sse avx2", False)])
 def test_bfloat16_is_read_from_the_cpu_flags(tmp_path, flags, expected):
