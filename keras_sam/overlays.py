@@ -76,8 +76,10 @@ class OverlayRenderer:
         self.samples = take_samples(samples, max_samples)
         if images is None and "pixel_values" not in self.samples[0][0]:
             raise ValueError(
-                "samples carry image_embeddings, not pixel_values: pass images= (the images "
-                "in the model frame, one per sample) so the overlays have something to show"
+                "samples carry image_embeddings, not pixel_values, so there is no image to draw on: "
+                "give the callback samples with pixels (build_dataset(lesions, processor, "
+                "training=False) without embeddings=; a frozen encoder still embeds them once), or "
+                "pass images= (the images in the model frame, one per sample)"
             )
         if images is not None and len(images) < len(self.samples):
             raise ValueError(f"got {len(images)} images for {len(self.samples)} samples")

@@ -256,3 +256,14 @@ def _umask():
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def test_a_run_trained_with_points_is_scored_with_points(phantom_dir, tmp_path):
+    output = str(tmp_path / "points")
+    assert main(["finetune", "--data", phantom_dir, "--model", "tiny", "--output", output, "--epochs", "1",
+                 "--prompt", "points", "--val-split", "0.25", "--test-split", "0.25"]) == 0
+    metrics = json.load(open(os.path.join(output, "metrics.json")))
+    assert metrics["prompts"]["kind"] == "points"
+    assert set(metrics["test"]) == {"finetuned", "before"}  # no box was drawn, so no box baseline
+    rows = list(csv.DictReader(open(os.path.join(output, "test_lesions.csv"))))
+    assert rows and all(row["points"] and row["labels"] and not row["box"] for row in rows)

@@ -67,6 +67,15 @@ def test_an_epoch_stream_replays_the_epochs_of_a_longer_one(setup):
     assert whole[0][0] != whole[2][0] or whole[1][0] != whole[3][0]  # each epoch its own order
 
 
+@pytest.mark.parametrize("options, batches", [
+    (dict(training=False), 2), (dict(), 2), (dict(epochs=(1, 4)), 6), (dict(batch_size=6), 1)])
+def test_each_dataset_says_how_many_batches_it_holds(setup, options, batches):
+    # Keras sizes epochs by it; without it, Keras 3 warns "Your input ran out of data" each epoch.
+    lesions, processor = setup
+    dataset = build_dataset(lesions[:6], processor, **{"batch_size": 4, **options})
+    assert int(dataset.cardinality()) == batches == sum(1 for _ in dataset)
+
+
 def test_point_prompts_fall_inside_and_outside_the_lesion(setup):
     lesions, processor = setup
     dataset = build_dataset(lesions[:6], processor, batch_size=6, training=False,

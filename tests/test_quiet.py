@@ -37,6 +37,20 @@ def test_a_progress_bar_passes_at_once_and_a_record_split_across_writes_is_still
 
 
 
+def test_tf_keras_slow_callback_warnings_are_dropped_and_other_warnings_kept():
+    import logging
+
+    from keras_sam.app.quiet import _drop_slow_callback_warnings
+
+    def record(message, *args):
+        return logging.LogRecord("tensorflow", logging.WARNING, __file__, 1, message, args, None)
+
+    assert not _drop_slow_callback_warnings(record(
+        "Callback method `%s` is slow compared to the batch time (batch time: %.4fs vs `%s` time: "
+        "%.4fs). Check your callbacks.", "on_train_batch_end", 0.01, "on_train_batch_end", 0.02))
+    assert _drop_slow_callback_warnings(record("Some other warning"))
+
+
 @pytest.mark.parametrize("args, status, says", [
     (["--help"], 0, "finetune"), (["--version"], 0, "keras-sam 0."), (["predict", "--help"], 0, "--multimask"),
     (["finetune", "--epochs", "0"], 2, "--epochs must be at least 1"), (["evaluate"], 2, "required"),

@@ -210,15 +210,19 @@ def build_dataset(lesions, processor, *, batch_size=2, prompts=PromptOptions(), 
     def epoch_seed(epoch):
         return tf.cast(epoch, tf.int64) * 1_000_003 + seed
 
+    batches = steps_per_epoch(lesions, batch_size)
     if not training:
         dataset = one_epoch(epoch_seed(0), shuffle=False)
     elif epochs is not None:
         dataset = tf.data.Dataset.range(*epochs).flat_map(
             lambda epoch: one_epoch(epoch_seed(epoch), shuffle=True))
+        batches *= max(0, epochs[1] - epochs[0])
     else:  # a new epoch every time the dataset is iterated, reproducible from the seed
         dataset = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1).flat_map(
             lambda token: one_epoch(token % 2**40, shuffle=True))
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    # flat_map hides the number of batches; said here, Keras sizes its epochs and progress bars by
+    # it instead of running into the end of the data ("Your input ran out of data").
+    return dataset.apply(tf.data.experimental.assert_cardinality(batches)).prefetch(tf.data.AUTOTUNE)
 
 
 _ORDER_SALT = 0x5EED  # keeps an epoch's order independent of its prompts, drawn from the same seed
