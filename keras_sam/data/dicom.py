@@ -105,7 +105,7 @@ def _window(dataset):
     centre, width = dataset.get("WindowCenter"), dataset.get("WindowWidth")
     if centre is None or width is None:
         return None
-    centre, width = _first(centre.value), _first(width.value)
+    centre, width = _first(centre), _first(width)
     return (centre, width) if width >= 1 else None
 
 

@@ -276,13 +276,18 @@ _smeared_warned = []
 
 
 def _smeared(values):
-    """True for an 8-bit mask whose values cluster at 0 and 255 (lossy compression), False for
-    labels (e.g. 0, 1, 2 or 0, 128, 255)."""
+    """True for an 8-bit mask whose values cluster at 0 and 255 with a scatter of others along the
+    outline (lossy compression), False for labels (e.g. 0, 1, 2 or 0, 128, 255)."""
     values = np.asarray(values)
     if values.max() < 255 - _SMEARED_BAND:
         return False
-    between = (values > _SMEARED_BAND) & (values < 255 - _SMEARED_BAND)
-    return np.count_nonzero(between) <= _SMEARED_SHARE * values.size
+    between = values[(values > _SMEARED_BAND) & (values < 255 - _SMEARED_BAND)]
+    if between.size > _SMEARED_SHARE * values.size:
+        return False
+    if between.size == 0:
+        return True  # every value within the noise band of 0 or 255
+    # Compression noise spreads over many values; a label is one value repeated.
+    return np.bincount(between).max() < 0.5 * between.size and len(np.unique(between)) > 2
 
 
 def _warn_smeared_once(path):
