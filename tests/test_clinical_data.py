@@ -62,14 +62,14 @@ def test_dicom_study_gives_one_sample_per_masked_frame_with_its_spacing(dicom_di
     # 6 single frames, and 3 cines of 4 frames whose last frame has no lesion.
     assert len(found.lesions) == 6 + 3 * 3
     assert len(found.empty) == 3
-    assert {lesion.spacing for lesion in found.lesions} == {(0.12, 0.1)}
+    assert {lesion.spacing for lesion in found.lesions} == {(0.25, 0.2)}
     cine = [lesion for lesion in found.lesions if "cine_001" in lesion.image_path]
     assert [lesion.image_path.rsplit("#", 1)[1] for lesion in cine] == ["frame=0", "frame=1", "frame=2"]
     assert {lesion.group for lesion in cine} == {os.path.join(dicom_dir, "images", "cine_001.dcm")}
     # A frame reads like any image, and its mask lines up with the stored one (drifting 2 px a frame).
     image = load_image(cine[2].image_path)
-    assert image.shape == (160, 200, 3) and image.dtype == np.uint8
-    first, third = load_mask(cine[0].mask_path, (160, 200)), load_mask(cine[2].mask_path, (160, 200))
+    assert image.shape == (240, 300, 3) and image.dtype == np.uint8
+    first, third = load_mask(cine[0].mask_path, (240, 300)), load_mask(cine[2].mask_path, (240, 300))
     np.testing.assert_array_equal(np.roll(first, 4, axis=1), third)
 
 

@@ -24,6 +24,8 @@ from keras_sam.components import COMPONENTS  # noqa: E402
 from keras_sam.data import LAYOUTS, PROMPT_KINDS, DataError  # noqa: E402
 from keras_sam.hub import ModelLoadError  # noqa: E402
 from keras_sam.losses import LOSSES  # noqa: E402
+from keras_sam.evaluation import UNITS  # noqa: E402
+from keras_sam.surface_metrics import DEFAULT_NSD_TOLERANCE  # noqa: E402
 
 EXIT_USAGE = 2
 COMMANDS = {"finetune": run_finetune, "evaluate": run_evaluate, "predict": run_predict, "convert": run_convert}
@@ -81,6 +83,16 @@ def parse_point(text):
     return (values[0], values[1], int(values[2]) if len(values) == 3 else 1)
 
 
+def _surface_options(command):
+    command.add_argument("--nsd-tolerance", type=_number("--nsd-tolerance", "number", lambda v: v >= 0, ">= 0"),
+                         default=DEFAULT_NSD_TOLERANCE,
+                         help=f"NSD tolerance in the unit of the surface metrics (default {DEFAULT_NSD_TOLERANCE:g} "
+                              "mm, as MedSAM uses for most targets; pixels when the data has no spacing)")
+    command.add_argument("--units", default="auto", choices=UNITS,
+                         help="HD95 and NSD in mm (every file must carry its pixel spacing: DICOM, NIfTI), "
+                              "in px, or auto: mm when every lesion's spacing is known, else px")
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="keras-sam",
@@ -92,7 +104,8 @@ def build_parser():
     finetune.add_argument("--demo", action="store_true",
                           help=f"generated breast-ultrasound phantoms and the {DEMO.model} model, "
                                "fully offline")
-    finetune.add_argument("--data", help="data folder (BUSI as downloaded, images/+labels/, or images/+masks/)")
+    finetune.add_argument("--data", help="data folder (BUSI as downloaded, images/+labels/, images/+masks/, "
+                                         "or DICOM or NIfTI files in images/ or imagesTr/)")
     finetune.add_argument("--model", default=None,
                           help="hub id (e.g. facebook/sam-vit-base), a saved model directory, or "
                                f"one of: {', '.join(MODEL_PRESETS)}")
@@ -130,6 +143,7 @@ def build_parser():
                                + ", whose steps are too short to repay compiling)")
     finetune.add_argument("--skip-bad-files", action="store_true",
                           help="warn about and leave out unreadable or inconsistent files")
+    _surface_options(finetune)
     finetune.add_argument("--overwrite", action="store_true", help="replace a different run in --output")
     finetune.add_argument("--strategy", default="default", choices=["default", "mirrored", "multiworker"],
                           help="tf.distribute strategy: mirrored (all local devices) or multiworker "
@@ -149,6 +163,7 @@ def build_parser():
                           help="box jitter in image pixels (default: the run's, read beside --manifest; "
                                f"else {DEFAULT_JITTER:g})")
     evaluate.add_argument("--skip-bad-files", action="store_true")
+    _surface_options(evaluate)
 
     predict = commands.add_parser("predict", help="segment one image from boxes and/or points")
     predict.add_argument("--model", required=True)

@@ -22,7 +22,8 @@ from keras_sam.visualization import render_overlay
 def run_evaluate(args):
     """Scores a saved model on a data folder (or a manifest's test split) at image resolution."""
     records = find_records(args.data, args.layout, args.mask_suffix)
-    lesion_set = read_lesions(records, on_error="skip" if args.skip_bad_files else "raise")
+    lesion_set = read_lesions(records, on_error="skip" if args.skip_bad_files else "raise",
+                              require_spacing=args.units == "mm")
     lesions = lesion_set.lesions
     run = None
     if args.manifest:
@@ -41,7 +42,8 @@ def run_evaluate(args):
     model = load_segmenter(args.model)
     dataset = build_dataset(lesions, model.processor, batch_size=args.batch_size, training=False,
                             seed=seed, prompts=PromptOptions("box", jitter=jitter), with_ids=True)
-    rows, masks = evaluate_lesions(model, lesions, dataset, model.processor)
+    rows, masks = evaluate_lesions(model, lesions, dataset, model.processor,
+                                   nsd_tolerance=args.nsd_tolerance, units=args.units)
     os.makedirs(args.output, exist_ok=True)
     metrics = {"model": summarize(rows), "box_baseline": summarize(rows, prefix="box_"),
                "counts": lesion_set.counts()}

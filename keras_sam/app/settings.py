@@ -14,6 +14,7 @@ from keras_sam.configs import tiny_sam_config
 from keras_sam.hub import require_tf_sam
 from keras_sam.components import COMPONENTS
 from keras_sam.segmenter import SamSegmenter
+from keras_sam.surface_metrics import DEFAULT_NSD_TOLERANCE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +95,9 @@ class RunSettings:
     precision: str  # "auto", "float32" or "mixed_bfloat16"
     jit_compile: object  # True, False, or None: measured on the machine that runs
     skip_bad_files: bool
+    # Added with the surface metrics; defaults let run.json files written before them load.
+    nsd_tolerance: float = DEFAULT_NSD_TOLERANCE  # mm, or px when the data has no spacing
+    units: str = "auto"  # surface metrics in: "auto" (mm where known), "mm" or "px"
 
     def to_json(self):
         """A JSON-ready dict (what run.json holds)."""
@@ -105,7 +109,9 @@ class RunSettings:
     def from_json(cls, payload):
         """The settings back from `to_json`; None if `payload` is not a complete settings dict."""
         names = {field.name for field in dataclasses.fields(cls)}
-        if not isinstance(payload, dict) or set(payload) != names:
+        required = {field.name for field in dataclasses.fields(cls)
+                    if field.default is dataclasses.MISSING}
+        if not isinstance(payload, dict) or not required <= set(payload) <= names:
             return None
         return cls(**{**payload, "freeze": tuple(payload["freeze"])})
 
@@ -157,6 +163,8 @@ def resolve(args):
         precision=(preset.precision or "auto") if args.precision == "auto" else args.precision,
         jit_compile=preset.jit_compile if args.jit_compile is None else args.jit_compile,
         skip_bad_files=args.skip_bad_files,
+        nsd_tolerance=getattr(args, "nsd_tolerance", DEFAULT_NSD_TOLERANCE),
+        units=getattr(args, "units", "auto"),
     )
     _check(settings)
     return settings, output

@@ -50,8 +50,8 @@ def dicom_dataset(pixels, spacing=(0.1, 0.1), multi_frame=False, **attributes):
     return dataset
 
 
-def write_dicom_phantoms(root, singles=10, cines=4, frames=5, seed=0, size=(160, 200),
-                         spacing=(0.12, 0.1)):
+def write_dicom_phantoms(root, singles=16, cines=4, frames=5, seed=0, size=(240, 300),
+                         spacing=(0.25, 0.2)):
     """Writes a "dicom"-layout folder: `images/*.dcm` and `masks/` (PNG or NIfTI per image).
 
     Args:
@@ -98,7 +98,7 @@ def nifti_affine(spacing):
     return np.diag([*spacing, 1.0]).astype(float)
 
 
-def write_nifti_phantoms(root, volumes=6, slices=8, seed=0, size=(128, 144), spacing=(0.8, 0.6, 3.0)):
+def write_nifti_phantoms(root, volumes=8, slices=8, seed=0, size=(192, 224), spacing=(0.8, 0.6, 3.0)):
     """Writes a "nifti"-layout folder as nnU-Net names it: `imagesTr/case_XXX_0000.nii.gz` and
     `labelsTr/case_XXX.nii.gz`.
 
@@ -129,7 +129,7 @@ def write_nifti_phantoms(root, volumes=6, slices=8, seed=0, size=(128, 144), spa
         for index in range(slices):
             # The lesion's cut grows then shrinks through the middle slices, and is absent at the ends.
             scale = 1.0 - abs(index - (slices - 1) / 2) / (slices / 2)
-            eroded = _shrink(lesions[0], scale) if scale > 0.3 else np.zeros(size, bool)
+            eroded = _shrink(lesions[0], scale) if scale > 0.45 else np.zeros(size, bool)
             noise = rng.normal(0, 8, size)
             slice_values = grey * 1.2 - 100 + noise
             slice_values[eroded] = rng.uniform(-60, -30) + noise[eroded]
