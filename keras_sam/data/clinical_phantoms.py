@@ -123,8 +123,9 @@ def write_nifti_phantoms(root, volumes=8, slices=8, seed=0, size=(192, 224), spa
     os.makedirs(images, exist_ok=True)
     os.makedirs(labels, exist_ok=True)
     for number in range(volumes):
-        image, lesions = phantom(size, rng, 1)
-        grey = image[..., 0].astype(np.float64)
+        _, lesions = phantom(size, rng, 1)  # the outline only: each slice draws its own cut of it
+        background, _ = phantom(size, rng, 0)
+        grey = background[..., 0].astype(np.float64)
         volume, label = [], []
         for index in range(slices):
             # The lesion's cut grows then shrinks through the middle slices, and is absent at the ends.
