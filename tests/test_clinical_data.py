@@ -119,6 +119,31 @@ def test_several_labels_in_a_mask_volume_are_lesions_of_their_own_class(tmp_path
     assert len(found.empty) == 1  # slice 0
 
 
+def test_archive_files_without_extension_and_a_multi_frame_dicom_mask(tmp_path):
+    # PACS exports name files IM0001 with no extension; a cine's mask may be a multi-frame DICOM.
+    root = make_folder(str(tmp_path / "export"))
+    frames = np.stack([np.full((40, 50), 60 + 40 * k, np.uint8) for k in range(3)])
+    masks = np.stack([blob(), np.zeros((40, 50), bool), np.roll(blob(), 3, axis=0)]).astype(np.uint8)
+    save_dicom(os.path.join(root, "images", "IM0001"), frames, spacing=(0.3, 0.3))
+    save_dicom(os.path.join(root, "masks", "IM0001.dcm"), masks, spacing=(0.3, 0.3))
+    assert detect_layout(root) == "dicom"
+    found = read_lesions(find_records(root), progress=False)
+    assert [lesion.image_path[-7:] for lesion in found.lesions] == ["frame=0", "frame=2"]
+    assert load_image(found.lesions[1].image_path)[0, 0, 0] == 255  # the brightest of the three frames
+    np.testing.assert_array_equal(load_mask(found.lesions[1].mask_path, (40, 50)), np.roll(blob(), 3, axis=0))
+
+
+def test_colour_dicom_keeps_its_rgb_values(tmp_path):
+    dataset = dicom_dataset(np.zeros((4, 4), np.uint8))
+    rgb = np.zeros((4, 4, 3), np.uint8)
+    rgb[..., 0], rgb[1, 1] = 200, (10, 20, 30)
+    dataset.set_pixel_data(rgb, photometric_interpretation="RGB", bits_stored=8)
+    dataset.save_as(str(tmp_path / "doppler.dcm"), enforce_file_format=True)
+    frames = read_dicom(str(tmp_path / "doppler.dcm")).frames
+    assert frames.shape == (1, 4, 4, 3)
+    np.testing.assert_array_equal(frames[0], rgb)
+
+
 # Intensities and spacing ---------------------------------------------------------------------
 
 def test_dicom_rescale_then_window(tmp_path):

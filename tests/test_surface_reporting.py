@@ -100,3 +100,36 @@ def test_units_mm_on_pngs_is_one_line_naming_a_file(phantom_dir, tmp_path, capsy
     assert "Traceback" not in err and err.count("keras-sam: error:") == 1, err
     assert re.search(r"^keras-sam: error: .*\.png carries no pixel spacing .*--units px$", err.splitlines()[-1]), err
     assert not os.path.exists(tmp_path / "out")
+
+
+def test_evaluate_on_a_manifest_of_slices_writes_surface_metrics(nifti_run, tmp_path, capsys):
+    data, output = nifti_run
+    target = str(tmp_path / "eval")
+    assert main(["evaluate", "--model", os.path.join(output, "model"), "--data", data, "--output", target,
+                 "--manifest", os.path.join(output, "split.json"), "--units", "px"]) == 0
+    with open(os.path.join(target, "lesions.csv")) as handle:
+        rows = list(csv.DictReader(handle))
+    with open(os.path.join(output, "test_lesions.csv")) as handle:
+        trained = list(csv.DictReader(handle))
+    # The manifest's test slices, the same lesions the run scored; here in pixels, as asked.
+    assert sorted(row["mask"] for row in rows) == sorted(row["mask"] for row in trained)
+    assert {row["surface_unit"] for row in rows} == {"px"}
+    metrics = json.load(open(os.path.join(target, "metrics.json")))
+    assert metrics["model"]["surface_unit"] == "px" and metrics["model"]["nsd_tolerance"] == 2.0
+
+
+def test_settings_written_before_surface_metrics_still_load():
+    from keras_sam.app.settings import RunSettings
+
+    settings = RunSettings(demo=False, data="d", model="tiny", layout="auto", mask_suffix="", epochs=1,
+                           batch_size=2, learning_rate=1e-3, freeze=("vision_encoder",), prompt="box",
+                           val_split=0.2, test_split=0.2, seed=0, loss="dice", jitter=5.0,
+                           embedding_cache=True, precision="float32", jit_compile=False,
+                           skip_bad_files=False, nsd_tolerance=3.0, units="mm")
+    payload = settings.to_json()
+    assert RunSettings.from_json(payload) == settings
+    old = {key: value for key, value in payload.items() if key not in ("nsd_tolerance", "units")}
+    assert (RunSettings.from_json(old).nsd_tolerance, RunSettings.from_json(old).units) == (2.0, "auto")
+    assert RunSettings.from_json({**payload, "unknown": 1}) is None
+    del old["seed"]
+    assert RunSettings.from_json(old) is None

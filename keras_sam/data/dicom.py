@@ -17,6 +17,7 @@ Needs `pip install keras-sam[dicom]` (pydicom). Compressed transfer syntaxes nee
 """
 
 import dataclasses
+import os
 
 import numpy as np
 
@@ -50,8 +51,19 @@ class DicomFrames:
 
 
 def is_dicom(path):
-    """True for a file name with a DICOM extension (.dcm, .dicom)."""
-    return str(path).lower().endswith(DICOM_EXTENSIONS)
+    """True for a DICOM file: a .dcm or .dicom name, or a file without an extension (as archives
+    export them, e.g. IM0001) that starts with DICOM's preamble and "DICM" marker."""
+    path = str(path)
+    if path.lower().endswith(DICOM_EXTENSIONS):
+        return True
+    if os.path.splitext(os.path.basename(path))[1] or not os.path.isfile(path):
+        return False
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(128)
+            return handle.read(4) == b"DICM"
+    except OSError:
+        return False
 
 
 def _pydicom():

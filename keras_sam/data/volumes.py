@@ -138,7 +138,7 @@ def detect_volume_layout(root):
         if not os.path.isdir(folder):
             continue
         names = [name for name in os.listdir(folder) if not name.startswith(".")]
-        if image_dir == "images" and any(is_dicom(name) for name in names):
+        if image_dir == "images" and any(is_dicom(os.path.join(folder, name)) for name in names):
             return "dicom"
         if any(is_nifti(name) for name in names):
             return "nifti"
@@ -167,7 +167,7 @@ def volume_records(root, layout, mask_suffix, record_type):
                 stem = stem[: -len(mask_suffix)]
             masks.setdefault(stem, os.path.join(mask_folder, name))
         for name in sorted(os.listdir(image_folder)):
-            if name.startswith(".") or not wanted(name):
+            if name.startswith(".") or not wanted(os.path.join(image_folder, name)):
                 continue
             stem = nifti_stem(name) if layout == "nifti" else os.path.splitext(name)[0]
             mask = masks.get(stem) or masks.get(_NNUNET_CHANNEL.sub("", stem))
