@@ -132,6 +132,19 @@ def nsd(truth, predicted, spacing=None, tolerance=DEFAULT_NSD_TOLERANCE):
     return surface_scores(truth, predicted, spacing, tolerance).nsd
 
 
+def _crop_to_both(first, second):
+    """Both masks cut to their joint bounding box plus one pixel, where the image has it.
+
+    Distances between boundary pixels don't depend on what lies outside that box, and the margin
+    keeps every crop edge that is not the image's own edge outside both masks, so the boundaries
+    are those of the whole image; distance transforms of a large image then cost a lesion's size.
+    """
+    rows = np.flatnonzero((first | second).any(axis=1))
+    cols = np.flatnonzero((first | second).any(axis=0))
+    box = (slice(max(rows[0] - 1, 0), rows[-1] + 2), slice(max(cols[0] - 1, 0), cols[-1] + 2))
+    return first[box], second[box]
+
+
 def surface_scores(truth, predicted, spacing=None, tolerance=DEFAULT_NSD_TOLERANCE):
     """HD95 and NSD of `predicted` against `truth`, with the edge cases of the module notes.
 
@@ -157,8 +170,9 @@ def surface_scores(truth, predicted, spacing=None, tolerance=DEFAULT_NSD_TOLERAN
         height, width = truth.shape
         diagonal = float(np.hypot((height - 1) * spacing[0], (width - 1) * spacing[1]))
         return SurfaceScores(diagonal, 0.0, unit)
+    truth, predicted = _crop_to_both(truth, predicted)
     forward = directed_distances(truth, predicted, spacing)
     backward = directed_distances(predicted, truth, spacing)
     pooled = np.concatenate([forward, backward])
     within = np.count_nonzero(forward <= tolerance) + np.count_nonzero(backward <= tolerance)
-    return SurfaceScores(float(np.percentile(pooled, HD95_PERCENTILE)), within / pooled.size, unit)
+    return SurfaceScores(float(np.percentile(pooled, HD95_PERCENTILE)), float(within / pooled.size), unit)

@@ -114,10 +114,12 @@ def brute_force(truth, predicted, spacing, tolerance):
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_random_shapes_match_a_brute_force_implementation(seed):
+@pytest.mark.parametrize("padding", [((0, 0), (0, 0)), ((5, 17), (0, 9))])
+def test_random_shapes_match_a_brute_force_implementation(seed, padding):
+    # Padded, the shapes lie inside a larger image on some sides and touch its edge on others.
     rng = np.random.default_rng(seed)
     shape = (int(rng.integers(30, 60)), int(rng.integers(30, 60)))
-    truth, predicted = random_blob(rng, shape), random_blob(rng, shape)
+    truth, predicted = np.pad(random_blob(rng, shape), padding), np.pad(random_blob(rng, shape), padding)
     spacing = (float(rng.uniform(0.2, 2.0)), float(rng.uniform(0.2, 2.0)))
     tolerance = float(rng.uniform(0.5, 4.0))
     expected_hd95, expected_nsd = brute_force(truth, predicted, spacing, tolerance)
