@@ -107,12 +107,17 @@ def to_uint8(data):
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
-def check_same_grid(image_path, image, mask_path, mask):
-    """Raises DataError unless `mask` (a NiftiVolume) has the shape and affine of `image`'s."""
-    if mask.data.shape != image.data.shape:
-        raise DataError(f"{mask_path} has shape {mask.data.shape} but its image {image_path} has "
-                        f"{image.data.shape}")
-    difference = float(np.abs(mask.affine - image.affine).max())
+def grid_of(volume):
+    """(shape, affine) of a NiftiVolume: what a mask must share with its image."""
+    return volume.data.shape, volume.affine
+
+
+def check_same_grid(image_path, image_grid, mask_path, mask_grid):
+    """Raises DataError unless the mask's grid (shape, affine) is its image's (see `grid_of`)."""
+    (image_shape, image_affine), (mask_shape, mask_affine) = image_grid, mask_grid
+    if mask_shape != image_shape:
+        raise DataError(f"{mask_path} has shape {mask_shape} but its image {image_path} has {image_shape}")
+    difference = float(np.abs(mask_affine - image_affine).max())
     if difference > AFFINE_TOLERANCE:
         raise DataError(f"{mask_path} has an affine that differs from its image {image_path}'s "
                         f"(by up to {difference:.3g}): the mask is in another space; resample it "

@@ -29,7 +29,7 @@ import numpy as np
 
 from keras_sam.data.dicom import is_dicom, read_dicom, read_dicom_mask
 from keras_sam.data.errors import DataError
-from keras_sam.data.nifti import check_same_grid, is_nifti, nifti_stem, read_nifti, to_uint8
+from keras_sam.data.nifti import check_same_grid, grid_of, is_nifti, nifti_stem, read_nifti, to_uint8
 
 VOLUME_LAYOUTS = ("dicom", "nifti")
 MASK_FOLDERS = ("masks", "labels")
@@ -66,25 +66,27 @@ def _stamp(path):
     return status.st_mtime_ns, status.st_size
 
 
-@functools.lru_cache(maxsize=4)
+# The last two files of each kind stay decoded: the pipeline asks for their frames one at a time,
+# and a CT volume decoded takes a few hundred MB.
+@functools.lru_cache(maxsize=2)
 def _image_stack(path, stamp):
-    """(F, H, W[, 3]) uint8 frames, spacing, spacing problem, NiftiVolume or None. The few most
-    recent files stay decoded: the pipeline asks for their frames one at a time."""
+    """(F, H, W[, 3]) uint8 frames, spacing, spacing problem, and the NIfTI grid (None for DICOM)."""
     del stamp  # part of the cache key only: a rewritten file is read again
     if is_nifti(path):
         volume = read_nifti(path)
-        return np.moveaxis(to_uint8(volume.data), -1, 0), volume.spacing, volume.spacing_problem, volume
+        return (np.moveaxis(to_uint8(volume.data), -1, 0), volume.spacing, volume.spacing_problem,
+                grid_of(volume))
     dicom = read_dicom(path)
     return dicom.frames, dicom.spacing, dicom.spacing_problem, None
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=2)
 def _mask_stack(path, stamp):
-    """(F, H, W) integer mask values of a mask file, and its NiftiVolume (None for other formats)."""
+    """(F, H, W) integer mask values of a mask file, and its NIfTI grid (None for other formats)."""
     del stamp
     if is_nifti(path):
         volume = read_nifti(path)
-        return np.moveaxis(np.asarray(volume.data), -1, 0), volume
+        return np.moveaxis(np.asarray(volume.data), -1, 0), grid_of(volume)
     if is_dicom(path):
         return read_dicom_mask(path), None
     from keras_sam.data.readers import load_mask
@@ -214,17 +216,17 @@ def volume_lesions(record, lesion_type, record_type, content_key, box_of, requir
         mask on another grid, a spacing missing where millimetres are required.
     """
     path, mask_path = record.image_path, record.mask_paths[0]
-    frames, spacing, problem, volume = _image_stack(path, _stamp(path))
+    frames, spacing, problem, grid = _image_stack(path, _stamp(path))
     spacing = _usable_spacing(path, spacing, problem, require_spacing)
-    masks, mask_volume = _mask_stack(mask_path, _stamp(mask_path))
-    if volume is not None and mask_volume is not None:
-        check_same_grid(path, volume, mask_path, mask_volume)
+    masks, mask_grid = _mask_stack(mask_path, _stamp(mask_path))
+    if grid is not None and mask_grid is not None:
+        check_same_grid(path, grid, mask_path, mask_grid)
     if masks.shape[0] != frames.shape[0] or masks.shape[1:3] != frames.shape[1:3]:
         raise DataError(f"{mask_path} holds {masks.shape[0]} mask(s) of {masks.shape[1]}x{masks.shape[2]} "
                         f"but its image {path} has {frames.shape[0]} frame(s) of "
                         f"{frames.shape[1]}x{frames.shape[2]} (count, rows x columns)")
     labels = [int(v) for v in np.unique(masks) if v != 0]
-    several = len(labels) > 1 and mask_volume is not None
+    several = len(labels) > 1 and mask_grid is not None
     single = len(frames) == 1 and not is_nifti(path)
     lesions, empty = [], []
     for index in range(len(frames)):
@@ -236,7 +238,7 @@ def volume_lesions(record, lesion_type, record_type, content_key, box_of, requir
             box = box_of(values != 0 if label is None else values == label)
             if box is None:
                 continue
-            if single and mask_volume is None and not is_dicom(mask_path):
+            if single and mask_grid is None and not is_dicom(mask_path):
                 mask_address = mask_path
             else:
                 mask_address = frame_address(mask_path, index, label)
