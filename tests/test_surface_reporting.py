@@ -6,7 +6,6 @@ import os
 import re
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 
 from keras_sam.app.cli import main

@@ -22,9 +22,9 @@ from keras_sam.app.settings import DEFAULT_JITTER, DEFAULT_PRESET, DEMO, MODEL_P
 from keras_sam.app.speed import MIN_STEPS_TO_PROBE  # noqa: E402
 from keras_sam.components import COMPONENTS  # noqa: E402
 from keras_sam.data import LAYOUTS, PROMPT_KINDS, DataError  # noqa: E402
+from keras_sam.evaluation import UNITS  # noqa: E402
 from keras_sam.hub import ModelLoadError  # noqa: E402
 from keras_sam.losses import LOSSES  # noqa: E402
-from keras_sam.evaluation import UNITS  # noqa: E402
 from keras_sam.surface_metrics import DEFAULT_NSD_TOLERANCE  # noqa: E402
 
 EXIT_USAGE = 2
