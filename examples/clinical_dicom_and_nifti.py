@@ -7,6 +7,7 @@ keeping each file's samples together, fine-tunes sam-small-shapes' mask decoder,
 test split. Nothing is downloaded; needs `pip install keras-sam[dicom,nifti]`.
 
     python examples/clinical_dicom_and_nifti.py --epochs 5
+    python examples/clinical_dicom_and_nifti.py --write-only --output clinical-data  # the folders only
 
 The same folders train from the command line:
 
@@ -48,12 +49,18 @@ def main():
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--nsd-tolerance", type=float, default=2.0, help="mm (MedSAM's default)")
     parser.add_argument("--output", default=None, help="where to write the data (default: a temporary folder)")
+    parser.add_argument("--write-only", action="store_true",
+                        help="write the two folders and print the keras-sam commands that train on them")
     args = parser.parse_args()
     root = args.output or tempfile.mkdtemp(prefix="keras-sam-clinical-")
     folders = {
         "DICOM ultrasound study": write_dicom_phantoms(os.path.join(root, "dicom_study"), seed=0),
         "NIfTI volumes (nnU-Net layout)": write_nifti_phantoms(os.path.join(root, "nifti_task"), seed=0),
     }
+    if args.write_only:
+        for name, data in folders.items():
+            print(f"{name}:\n  keras-sam finetune --data {data} --model sam-small-shapes --output {data}-run")
+        return
     for name, data in folders.items():
         model, box, count = fine_tune_and_score(data, args.epochs, args.nsd_tolerance)
         unit = model["surface_unit"]

@@ -144,6 +144,18 @@ def test_colour_dicom_keeps_its_rgb_values(tmp_path):
     np.testing.assert_array_equal(frames[0], rgb)
 
 
+def test_palette_colour_dicom_goes_through_its_lookup_table(tmp_path):
+    dataset = dicom_dataset(np.array([[0, 1], [2, 1]], np.uint8))
+    dataset.PhotometricInterpretation = "PALETTE COLOR"
+    table = np.array([0, 255, 128], np.uint16) * 257  # 16-bit entries
+    for colour, entries in zip(("Red", "Green", "Blue"), (table, table[::-1], table)):
+        setattr(dataset, f"{colour}PaletteColorLookupTableDescriptor", [3, 0, 16])
+        setattr(dataset, f"{colour}PaletteColorLookupTableData", entries.tobytes())
+    dataset.save_as(str(tmp_path / "palette.dcm"), enforce_file_format=True)
+    np.testing.assert_array_equal(read_dicom(str(tmp_path / "palette.dcm")).frames[0],
+                                  [[[0, 128, 0], [255, 255, 255]], [[128, 0, 128], [255, 255, 255]]])
+
+
 # Intensities and spacing ---------------------------------------------------------------------
 
 def test_dicom_rescale_then_window(tmp_path):
@@ -249,6 +261,16 @@ def test_each_bad_input_is_one_line_naming_the_file_and_can_be_skipped(tmp_path,
     with pytest.warns(UserWarning, match="skipped"):
         skipped = read_lesions(find_records(root), on_error="skip", progress=False, **options)
     assert skipped.lesions == [] and len(skipped.skipped) == 1
+
+
+def test_a_transposed_cine_mask_is_named_as_such(tmp_path):
+    root = make_folder(str(tmp_path / "data"))
+    save_dicom(os.path.join(root, "images", "cine.dcm"), np.zeros((3, 40, 50), np.uint8))
+    masks = np.zeros((50, 40, 3), np.uint8)  # (columns, rows, frames): saved the other way round
+    masks[5:10, 5:10] = 1
+    nibabel.save(nibabel.Nifti1Image(masks, np.eye(4)), os.path.join(root, "masks", "cine.nii.gz"))
+    with pytest.raises(DataError, match=r"cine.nii.gz holds 3 mask\(s\) of 50x40 .*looks transposed"):
+        read_lesions(find_records(root), progress=False)
 
 
 def test_zero_spacing_without_mm_falls_back_to_pixels_with_a_warning(tmp_path):

@@ -5,8 +5,8 @@ Intensities, in the order DICOM defines them:
 2. the first VOI window of the file (WindowCenter and WindowWidth, DICOM's linear function) when it
    has one; otherwise the lowest to the highest value over all frames of the file, so the frames of
    a cine loop share one scale;
-3. MONOCHROME1 (white is low) is inverted; colour images (RGB, YBR) come out as RGB and 8-bit
-   colour is kept as stored.
+3. MONOCHROME1 (white is low) is inverted; colour images (RGB, YBR, palette) come out as RGB and
+   8-bit colour is kept as stored (other depths are scaled to 0..255).
 
 Pixel spacing, (row, column) in mm: PixelSpacing (0028,0030); for ultrasound without it, the first
 region of SequenceOfUltrasoundRegions whose physical units are cm (PhysicalDeltaY, PhysicalDeltaX);
@@ -140,6 +140,12 @@ def _to_uint8(values, window):
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
+def _colour_to_uint8(pixels):
+    # Colour is scaled by its bit depth, not stretched: its values mean colours, not intensities.
+    top = np.iinfo(pixels.dtype).max if np.issubdtype(pixels.dtype, np.integer) else float(pixels.max() or 1)
+    return np.clip(np.rint(pixels.astype(np.float64) / top * 255.0), 0, 255).astype(np.uint8)
+
+
 def spacing_of(dataset):
     """The (row, column) pixel spacing in mm of a pydicom dataset and, if unusable, why.
 
@@ -180,8 +186,12 @@ def read_dicom(path):
     """
     dataset = _dataset(path)
     pixels, colour = _raw_pixels(path, dataset)
+    if str(dataset.get("PhotometricInterpretation", "")).upper() == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+
+        pixels, colour = apply_color_lut(pixels, dataset), True
     if colour:
-        frames = pixels if pixels.dtype == np.uint8 else _to_uint8(pixels, None)
+        frames = pixels if pixels.dtype == np.uint8 else _colour_to_uint8(pixels)
     else:
         from pydicom.pixels import apply_modality_lut
 

@@ -222,9 +222,12 @@ def volume_lesions(record, lesion_type, record_type, content_key, box_of, requir
     if grid is not None and mask_grid is not None:
         check_same_grid(path, grid, mask_path, mask_grid)
     if masks.shape[0] != frames.shape[0] or masks.shape[1:3] != frames.shape[1:3]:
+        transposed = masks.shape[0] == frames.shape[0] and masks.shape[1:3] == frames.shape[2:0:-1]
         raise DataError(f"{mask_path} holds {masks.shape[0]} mask(s) of {masks.shape[1]}x{masks.shape[2]} "
                         f"but its image {path} has {frames.shape[0]} frame(s) of "
-                        f"{frames.shape[1]}x{frames.shape[2]} (count, rows x columns)")
+                        f"{frames.shape[1]}x{frames.shape[2]} (count, rows x columns)"
+                        + ("; it looks transposed: a NIfTI mask of a cine is (rows, columns, frames)"
+                           if transposed else ""))
     labels = [int(v) for v in np.unique(masks) if v != 0]
     several = len(labels) > 1 and mask_grid is not None
     single = len(frames) == 1 and not is_nifti(path)
