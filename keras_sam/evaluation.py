@@ -1,4 +1,9 @@
-"""Scores at each image's own resolution: per-lesion Dice and IoU of a model and of its prompt box.
+"""Scores at each image's own resolution: per-lesion Dice, IoU, HD95 and NSD of a model and of its
+prompt box.
+
+HD95 and NSD (keras_sam.surface_metrics) are in mm when every lesion scored has a pixel spacing
+(DICOM, NIfTI) and in pixels otherwise, so that one run's numbers share one unit; the unit is in
+each row and summary.
 
 The Keras metrics score masks on the logits grid, where padding and resizing blur small lesions;
 these are the numbers to report. Results are joined to lesions by their id, never by position.
@@ -11,6 +16,31 @@ from keras_sam.data.readers import load_mask
 from keras_sam.geometry import box_mask, to_image_coordinates
 from keras_sam.objectives import dice_per_sample, iou_per_sample
 from keras_sam.postprocessing import postprocess_masks
+from keras_sam.surface_metrics import DEFAULT_NSD_TOLERANCE, UNITS, surface_scores
+
+SURFACE_METRICS = ("hd95", "nsd")
+
+
+def surface_unit(lesions, units="auto"):
+    """The unit surface metrics are given in for these lesions: "mm" or "px".
+
+    Args:
+        lesions: the lesions to score.
+        units: "auto" (mm when every lesion has a spacing, else px), "mm" (every lesion must have
+            one) or "px".
+
+    Returns:
+        "mm" or "px".
+    """
+    if units not in UNITS:
+        raise ValueError(f"units must be one of {', '.join(UNITS)}; got {units!r}")
+    if units == "px":
+        return "px"
+    missing = [lesion for lesion in lesions if getattr(lesion, "spacing", None) is None]
+    if units == "mm" and missing:
+        raise ValueError(f"{missing[0].image_path} has no pixel spacing, so its surface metrics can't be "
+                         "in mm: use units 'px' or 'auto'")
+    return "px" if missing else "mm"
 
 
 def _scores(truth, predicted):
@@ -18,7 +48,8 @@ def _scores(truth, predicted):
     return float(dice_per_sample(truth, predicted)[0]), float(iou_per_sample(truth, predicted)[0])
 
 
-def evaluate_lesions(model, lesions, dataset, processor, progress=True, description="Evaluating"):
+def evaluate_lesions(model, lesions, dataset, processor, progress=True, description="Evaluating",
+                     nsd_tolerance=DEFAULT_NSD_TOLERANCE, units="auto"):
     """Scores each lesion's predicted mask and its prompt box against the true mask.
 
     Args:
@@ -28,13 +59,23 @@ def evaluate_lesions(model, lesions, dataset, processor, progress=True, descript
             prompts for the box baseline.
         processor: the model's SamProcessor.
         progress: show a progress bar.
+        nsd_tolerance: the NSD tolerance, in the unit of the surface metrics (mm, or px).
+        units: "auto", "mm" or "px", see `surface_unit`.
 
     Returns:
         (rows, masks): rows, a list of dicts in the dataset's order, one per lesion: id, image,
-        mask, label, dice, iou, predicted_iou (in [0, 1]), with box prompts box_dice, box_iou and
-        the box in image pixels, with point prompts the points and their labels in image pixels; masks, each lesion's predicted mask at its image's size, by lesion id.
+        mask, label, dice, iou, hd95, nsd, surface_unit, predicted_iou (in [0, 1]), with box
+        prompts box_dice, box_iou, box_hd95, box_nsd and the box in image pixels, with point prompts
+        the points and their labels in image pixels; masks, each lesion's predicted mask at its
+        image's size, by lesion id.
     """
     by_id = {lesion.id: lesion for lesion in lesions}
+    unit = surface_unit(lesions, units)
+
+    def surface(truth, predicted, lesion):
+        spacing = lesion.spacing if unit == "mm" else None
+        scores = surface_scores(truth, predicted, spacing, nsd_tolerance)
+        return scores.hd95, scores.nsd
     rows, masks = [], {}
     bar = tqdm(total=len(lesions), desc=description, unit="lesion", disable=not progress)
     for x, _ in dataset:
@@ -52,10 +93,14 @@ def evaluate_lesions(model, lesions, dataset, processor, progress=True, descript
             row = {"id": lesion.id, "image": lesion.image_path, "mask": lesion.mask_path,
                    "label": lesion.label}
             row["dice"], row["iou"] = _scores(truth, mask)
+            row["hd95"], row["nsd"] = surface(truth, mask, lesion)
+            row["surface_unit"], row["nsd_tolerance"] = unit, nsd_tolerance
             row["predicted_iou"] = float(result.scores[index])
             if boxes is not None:
                 box = to_image_coordinates(boxes[index], lesion.image_size, processor)
-                row["box_dice"], row["box_iou"] = _scores(truth, box_mask(box, lesion.image_size))
+                filled = box_mask(box, lesion.image_size)
+                row["box_dice"], row["box_iou"] = _scores(truth, filled)
+                row["box_hd95"], row["box_nsd"] = surface(truth, filled, lesion)
                 row["box"] = [round(float(v), 1) for v in box]
             if points is not None:
                 coords = to_image_coordinates(points[index].reshape(-1, 2), lesion.image_size, processor)
@@ -69,14 +114,28 @@ def evaluate_lesions(model, lesions, dataset, processor, progress=True, descript
 
 
 def summarize(rows, prefix=""):
-    """Means over lesions of `{prefix}dice` and `{prefix}iou`, overall and per class."""
+    """Means over lesions of `{prefix}dice` and `{prefix}iou`, overall and per class; where rows
+    have surface metrics, also the mean and median of `{prefix}hd95` and `{prefix}nsd`, with their
+    unit and the NSD tolerance.
+    """
+    surface = bool(rows) and all(f"{prefix}{name}" in row for row in rows for name in SURFACE_METRICS)
+
     def means(chosen):
+        keys = ("dice", "iou") + (SURFACE_METRICS if surface else ())
         if not chosen:
-            return {"dice": float("nan"), "iou": float("nan")}
-        return {"dice": float(np.mean([r[f"{prefix}dice"] for r in chosen])),
-                "iou": float(np.mean([r[f"{prefix}iou"] for r in chosen]))}
+            result = {key: float("nan") for key in keys}
+        else:
+            result = {key: float(np.mean([r[f"{prefix}{key}"] for r in chosen])) for key in keys}
+        if surface:
+            for key in SURFACE_METRICS:
+                values = [r[f"{prefix}{key}"] for r in chosen]
+                result[f"{key}_median"] = float(np.median(values)) if values else float("nan")
+        return result
 
     summary = means(rows)
+    if surface:
+        summary["surface_unit"] = rows[0]["surface_unit"]
+        summary["nsd_tolerance"] = rows[0]["nsd_tolerance"]
     summary["per_class"] = {label: means([r for r in rows if r["label"] == label])
                             for label in sorted({r["label"] for r in rows})}
     return summary

@@ -34,7 +34,9 @@ def test_finetune_writes_model_logs_manifest_and_metrics(run):
     for split in ("test", "val"):
         assert set(metrics[split]) == {"finetuned", "before", "box_baseline"}
         for row in metrics[split].values():
-            assert set(row) == {"dice", "iou", "per_class"}
+            assert set(row) == {"dice", "iou", "hd95", "hd95_median", "nsd", "nsd_median",
+                                "surface_unit", "nsd_tolerance", "per_class"}
+            assert row["surface_unit"] == "px"  # PNG files carry no pixel spacing
             assert set(row["per_class"]) == {"benign", "malignant"}
             assert 0 <= row["iou"] <= row["dice"] <= 1
     assert metrics["counts"]["per_class"]["normal"]["empty_mask_images_left_out"] == 3

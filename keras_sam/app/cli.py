@@ -18,6 +18,7 @@ from keras_sam.app.errors import UsageError
 from keras_sam.components import COMPONENTS
 from keras_sam.data.prompt_options import PROMPT_KINDS
 from keras_sam.data.readers import LAYOUTS
+from keras_sam.surface_metrics import DEFAULT_NSD_TOLERANCE, UNITS
 
 EXIT_USAGE = 2
 # What each command runs, imported only once the arguments are parsed: those modules load
@@ -99,11 +100,22 @@ def _add_model(parser, what):
 
 def _add_data(parser):
     parser.add_argument("--data", required=True, help="the data folder (BUSI as downloaded, images/+labels/, "
-                                                      "or images/+masks/)")
+                                                      "images/+masks/, or DICOM or NIfTI files in images/ or "
+                                                      "imagesTr/)")
     parser.add_argument("--layout", default="auto", choices=["auto", *LAYOUTS],
                         help="how the folder is organised; auto recognises each layout")
     parser.add_argument("--mask-suffix", default="",
                         help="mask file stem suffix for --layout folders, e.g. _mask")
+
+
+def _surface_options(command):
+    command.add_argument("--nsd-tolerance", type=_number("--nsd-tolerance", "number", lambda v: v >= 0, ">= 0"),
+                         default=DEFAULT_NSD_TOLERANCE,
+                         help=f"NSD tolerance in the unit of the surface metrics (default {DEFAULT_NSD_TOLERANCE:g}: "
+                              "mm, as MedSAM uses for most targets; pixels when the data has no spacing)")
+    command.add_argument("--units", default="auto", choices=UNITS,
+                         help="HD95 and NSD in mm (every file must carry its pixel spacing: DICOM, NIfTI), "
+                              "in px, or auto: mm when every lesion's spacing is known, else px")
 
 
 def build_parser():
@@ -123,7 +135,8 @@ def build_parser():
     finetune.add_argument("--demo", action="store_true",
                           help=f"generated breast-ultrasound phantoms and the {DEMO.model} model, "
                                f"{DEMO.epochs} epochs, fully offline")
-    finetune.add_argument("--data", help="data folder (BUSI as downloaded, images/+labels/, or images/+masks/)")
+    finetune.add_argument("--data", help="data folder (BUSI as downloaded, images/+labels/, images/+masks/, "
+                                         "or DICOM or NIfTI files in images/ or imagesTr/)")
     finetune.add_argument("--model", default=None,
                           help="hub id (e.g. facebook/sam-vit-base), a saved model directory, or "
                                f"one of: {', '.join(MODEL_PRESETS)} (default: {DEMO.model} for --demo)")
@@ -170,6 +183,7 @@ def build_parser():
                                + ", whose steps are too short to repay compiling)")
     finetune.add_argument("--skip-bad-files", action="store_true",
                           help="warn about and leave out unreadable or inconsistent files")
+    _surface_options(finetune)
     finetune.add_argument("--overwrite", action="store_true", help="replace a different run in --output")
     finetune.add_argument("--strategy", default="default", choices=["default", "mirrored", "multiworker"],
                           help="tf.distribute strategy: mirrored (all local devices) or multiworker "
@@ -194,6 +208,7 @@ def build_parser():
                           help=f"box jitter in image pixels (default: the run's; else {DEFAULT_JITTER:g})")
     evaluate.add_argument("--skip-bad-files", action="store_true",
                           help="warn about and leave out unreadable or inconsistent files")
+    _surface_options(evaluate)
 
     predict = command("predict", "segment images from boxes and/or points")
     _add_model(predict, "model to segment with")

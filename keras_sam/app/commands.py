@@ -29,7 +29,8 @@ def run_evaluate(args):
     run_path = run_folder_of(args.model)
     manifest_path = args.manifest or (os.path.join(run_path, "split.json") if run_path else None)
     records = find_records(args.data, args.layout, args.mask_suffix)
-    lesion_set = read_lesions(records, on_error="skip" if args.skip_bad_files else "raise")
+    lesion_set = read_lesions(records, on_error="skip" if args.skip_bad_files else "raise",
+                              require_spacing=args.units == "mm")
     lesions = lesion_set.lesions
     splits, run = None, None
     if manifest_path:
@@ -57,7 +58,8 @@ def run_evaluate(args):
     model = load_segmenter(args.model)
     dataset = build_dataset(lesions, model.processor, batch_size=args.batch_size, training=False,
                             seed=seed, prompts=PromptOptions(prompt, jitter=jitter), with_ids=True)
-    rows, masks = evaluate_lesions(model, lesions, dataset, model.processor)
+    rows, masks = evaluate_lesions(model, lesions, dataset, model.processor,
+                                   nsd_tolerance=args.nsd_tolerance, units=args.units)
     os.makedirs(args.output, exist_ok=True)
     metrics = {"model": summarize(rows)}
     if PromptOptions(prompt).boxes:
@@ -70,8 +72,12 @@ def run_evaluate(args):
     best_and_worst_grid(os.path.join(args.output, "best_worst.png"), rows, masks)
     baseline = (f" (prompt box alone: Dice {metrics['box_baseline']['dice']:.3f})"
                 if "box_baseline" in metrics else "")
-    print(f"{len(rows)} lesions, {prompt} prompts: Dice {metrics['model']['dice']:.3f}, "
-          f"IoU {metrics['model']['iou']:.3f}{baseline}")
+    model_scores = metrics["model"]
+    surface = (f", HD95 {model_scores['hd95_median']:.2f} {model_scores['surface_unit']} (median), NSD "
+               f"{model_scores['nsd']:.3f} at {model_scores['nsd_tolerance']:g} {model_scores['surface_unit']}"
+               if "hd95_median" in model_scores else "")
+    print(f"{len(rows)} lesions, {prompt} prompts: Dice {model_scores['dice']:.3f}, "
+          f"IoU {model_scores['iou']:.3f}{surface}{baseline}")
     print(f"Results in {args.output}: metrics.json, lesions.csv, best_worst.png")
     return 0
 

@@ -102,7 +102,8 @@ def _finetune(settings, run, overwrite, reasons):
     cache, compiled = _cache_embeddings(settings, run, plan)
     evaluation = _evaluation_datasets(settings, plan, cache)
     before = run.scores_before(lambda: {
-        name: _scores(plan, name, dataset, "before fine-tuning")[0] for name, dataset in evaluation.items()})
+        name: _scores(plan, name, dataset, "before fine-tuning", settings)[0]
+        for name, dataset in evaluation.items()})
     _fit(settings, run, plan, cache, compiled)
     return _finish(settings, run, plan, evaluation, before)
 
@@ -133,7 +134,8 @@ def _plan(settings, run, state, reasons):
         with precision_policy(precision.value):
             model = load_segmenter(settings.model, freeze=settings.freeze)
         lesion_set = read_lesions(find_records(data, settings.layout, settings.mask_suffix),
-                                  on_error="skip" if settings.skip_bad_files else "raise")
+                                  on_error="skip" if settings.skip_bad_files else "raise",
+                                  require_spacing=settings.units == "mm")
         if not lesion_set.lesions:
             raise DataError(f"{data} has no lesions to train on (every mask is empty)")
         splits, warnings = split_lesions(lesion_set.lesions, settings.val_split, settings.test_split,
@@ -180,10 +182,11 @@ def _evaluation_datasets(settings, plan, cache):
             for name in EVALUATED_SPLITS if plan.splits[name]}
 
 
-def _scores(plan, name, dataset, when):
+def _scores(plan, name, dataset, when, settings):
     """Summaries of the model and of the prompt box on one split, with its lesions' rows and masks."""
     rows, masks = evaluate_lesions(plan.model, plan.splits[name], dataset, plan.model.processor,
-                                   description=f"Scoring {name} {when}")
+                                   description=f"Scoring {name} {when}",
+                                   nsd_tolerance=settings.nsd_tolerance, units=settings.units)
     scores = {"finetuned": summarize(rows)}
     if rows and "box_dice" in rows[0]:  # box prompts: the box itself, filled, as a baseline
         scores["box_baseline"] = summarize(rows, prefix="box_")
@@ -292,7 +295,7 @@ def _finish(settings, run, plan, evaluation, before):
     model.save_pretrained(run.model)
     metrics = {}
     for name, dataset in evaluation.items():
-        after, rows, masks = _scores(plan, name, dataset, "after fine-tuning")
+        after, rows, masks = _scores(plan, name, dataset, "after fine-tuning", settings)
         metrics[name] = {"finetuned": after["finetuned"], "before": before[name]["finetuned"]}
         if "box_baseline" in after:
             metrics[name]["box_baseline"] = after["box_baseline"]

@@ -10,11 +10,12 @@ from keras_sam.storage import atomic_file
 from keras_sam.visualization import render_overlay, tile
 
 CSV_COLUMNS = ["image", "mask", "label", "dice", "iou", "predicted_iou", "box_dice", "box_iou", "box", "points",
-               "labels"]
+               "labels", "hd95", "nsd", "box_hd95", "box_nsd", "surface_unit", "nsd_tolerance"]
 
 
 def write_lesion_csv(path, rows):
-    """One line per lesion: paths, class, Dice and IoU of the model and of the prompt box, the prompts."""
+    """One line per lesion: paths, class, Dice, IoU, HD95 and NSD of the model and of the prompt box,
+    the unit of HD95 and of the NSD tolerance, and the prompts."""
     with atomic_file(path, newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, extrasaction="ignore")
         writer.writeheader()
@@ -53,7 +54,8 @@ def _fit_square(image, side):
 
 
 def summary_table(metrics, splits=("val", "test")):
-    """The closing table: Dice and IoU of each metrics row for each split."""
+    """The closing table: Dice and IoU of each metrics row for each split, then (where computed)
+    median HD95 and mean NSD."""
     lines = [f"{'':14}" + "".join(f"{split + ' dice':>12}{split + ' iou':>11}" for split in splits)]
     for row in ("finetuned", "before", "box_baseline"):
         if not all(row in metrics.get(split, {}) for split in splits):
@@ -61,4 +63,21 @@ def summary_table(metrics, splits=("val", "test")):
         cells = "".join(f"{metrics[split][row]['dice']:12.3f}{metrics[split][row]['iou']:11.3f}"
                         for split in splits)
         lines.append(f"{row:14}{cells}")
-    return "\n".join(lines)
+    surface = _surface_table(metrics, splits)
+    return "\n".join(lines + ([""] + surface if surface else []))
+
+
+def _surface_table(metrics, splits):
+    rows = [row for row in ("finetuned", "before", "box_baseline")
+            if all("hd95_median" in metrics.get(split, {}).get(row, {}) for split in splits)]
+    if not rows:
+        return []
+    first = metrics[splits[0]][rows[0]]
+    unit, tolerance = first["surface_unit"], first["nsd_tolerance"]
+    lines = [f"HD95: median over lesions, in {unit}; NSD: mean, at a tolerance of {tolerance:g} {unit}",
+             f"{'':14}" + "".join(f"{split + ' hd95':>12}{split + ' nsd':>11}" for split in splits)]
+    for row in rows:
+        cells = "".join(f"{metrics[split][row]['hd95_median']:12.2f}{metrics[split][row]['nsd']:11.3f}"
+                        for split in splits)
+        lines.append(f"{row:14}{cells}")
+    return lines

@@ -11,6 +11,7 @@ import os
 from keras_sam.app.defaults import DEFAULT_EPOCHS, DEFAULT_JITTER, DEMO, preset_of
 from keras_sam.app.errors import UsageError
 from keras_sam.components import COMPONENTS
+from keras_sam.surface_metrics import DEFAULT_NSD_TOLERANCE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +37,9 @@ class RunSettings:
     precision: str  # "auto", "float32" or "mixed_bfloat16"
     jit_compile: object  # True, False, or None: measured on the machine that runs
     skip_bad_files: bool
+    # Added with the surface metrics; defaults let run.json files written before them load.
+    nsd_tolerance: float = DEFAULT_NSD_TOLERANCE  # mm, or px when the data has no spacing
+    units: str = "auto"  # surface metrics in: "auto" (mm where known), "mm" or "px"
 
     def to_json(self):
         """A JSON-ready dict (what run.json holds)."""
@@ -47,7 +51,9 @@ class RunSettings:
     def from_json(cls, payload):
         """The settings back from `to_json`; None if `payload` is not a complete settings dict."""
         names = {field.name for field in dataclasses.fields(cls)}
-        if not isinstance(payload, dict) or set(payload) != names:
+        required = {field.name for field in dataclasses.fields(cls)
+                    if field.default is dataclasses.MISSING}
+        if not isinstance(payload, dict) or not required <= set(payload) <= names:
             return None
         return cls(**{**payload, "freeze": tuple(payload["freeze"])})
 
@@ -99,6 +105,8 @@ def resolve(args):
         precision=(preset.precision or "auto") if args.precision == "auto" else args.precision,
         jit_compile=preset.jit_compile if args.jit_compile is None else args.jit_compile,
         skip_bad_files=args.skip_bad_files,
+        nsd_tolerance=args.nsd_tolerance,
+        units=args.units,
     )
     _check(settings)
     return settings, output

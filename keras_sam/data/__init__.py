@@ -1,5 +1,7 @@
 """Data for fine-tuning SAM: readers for folders of images and masks (BUSI, the keras.io layout,
-generic folders), duplicate-aware splits, the DataGenerator/tf.data pipeline, and phantoms.
+generic folders, DICOM and NIfTI files with one sample per frame or slice), duplicate-aware splits,
+the DataGenerator/tf.data pipeline, and phantoms (keras_sam.data.clinical_phantoms writes DICOM and
+NIfTI ones).
 
 None of it imports a Keras: every model family trains on these datasets.
 

@@ -5,6 +5,11 @@ Layouts:
   `X.png` with `X_mask.png`, `X_mask_1.png`, ... (one file per lesion).
 - "images-labels": the keras.io SAM example's `images/` and `labels/`, paired by file stem.
 - "folders": `images/` and `masks/` with matching stems; `mask_suffix` strips e.g. "_mask".
+- "dicom" and "nifti": DICOM images or NIfTI volumes with their masks, one sample per frame or
+  slice with a lesion (keras_sam.data.volumes).
+
+Masks saved with lossy compression (JPEG), whose values smear around 0 and 255, are thresholded at
+the middle, with one warning per process; masks with several labels are refused.
 """
 
 import dataclasses
@@ -16,17 +21,16 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
+from keras_sam.data.errors import DataError
+from keras_sam.data.volumes import (VOLUME_LAYOUTS, detect_volume_layout, is_volume_file,
+                                    load_frame, load_frame_mask, volume_lesions, volume_records)
 from keras_sam.geometry import box_from_mask
 from keras_sam.storage import content_key
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 BUSI_CLASSES = ("benign", "malignant", "normal")
-LAYOUTS = ("busi", "images-labels", "folders")
+LAYOUTS = ("busi", "images-labels", "folders", *VOLUME_LAYOUTS)
 _BUSI_MASK = re.compile(r"^(?P<stem>.+)_mask(?:_(?P<index>\d+))?$")
-
-
-class DataError(ValueError):
-    """A data file or folder can't be used; the message names it and says why."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,6 +52,8 @@ class Lesion:
     image_key: str
     image_size: tuple  # (height, width)
     box: tuple  # (x0, y0, x1, y1) in image pixels
+    spacing: tuple = None  # (row, column) pixel size in mm, None when unknown
+    group: str = None  # samples of one file (a volume's slices, a cine's frames) share it
 
     @property
     def id(self):
@@ -89,21 +95,38 @@ def _images_in(folder):
 
 
 def detect_layout(root):
-    """Names the layout of `root`, or raises DataError saying what was looked for."""
+    """Names the layout of `root`, or raises DataError saying what was looked for (and, when one
+    subfolder of `root` has a known layout, naming it)."""
+    layout = _layout_of(root)
+    if layout is not None:
+        return layout
+    below = sorted(os.path.join(root, name) for name in os.listdir(root)
+                   if os.path.isdir(os.path.join(root, name)) and _layout_of(os.path.join(root, name)))
+    hint = f" Did you mean {below[0]}?" if len(below) == 1 else (
+        f" Did you mean one of {', '.join(below)}?" if below else "")
+    raise DataError(
+        f"no known layout in {root}: looked for class folders {', '.join(BUSI_CLASSES)} with "
+        "X.png and X_mask.png (BUSI), images/ with labels/ (keras.io example), images/ with "
+        "masks/ (matching stems), or DICOM/NIfTI files in images/ (or imagesTr/). Pass --layout to "
+        "say which." + hint
+    )
+
+
+def _layout_of(root):
+    """The layout of `root`, or None."""
     if not os.path.isdir(root):
         raise DataError(f"data folder {root} does not exist")
     entries = set(os.listdir(root))
+    volume = detect_volume_layout(root)
+    if volume:
+        return volume
     if any(os.path.isdir(os.path.join(root, c)) for c in BUSI_CLASSES if c in entries):
         return "busi"
     if {"images", "labels"} <= entries:
         return "images-labels"
     if {"images", "masks"} <= entries:
         return "folders"
-    raise DataError(
-        f"no known layout in {root}: looked for class folders {', '.join(BUSI_CLASSES)} with "
-        "X.png and X_mask.png (BUSI), images/ with labels/ (keras.io example), or images/ with "
-        "masks/ (matching stems). Pass --layout to say which."
-    )
+    return None
 
 
 def find_records(root, layout="auto", mask_suffix=""):
@@ -111,7 +134,7 @@ def find_records(root, layout="auto", mask_suffix=""):
 
     Args:
         root: the data folder.
-        layout: "auto", "busi", "images-labels" or "folders".
+        layout: "auto" or one of LAYOUTS.
         mask_suffix: for "folders", the suffix mask stems carry (e.g. "_mask").
 
     Returns:
@@ -127,6 +150,8 @@ def find_records(root, layout="auto", mask_suffix=""):
         raise DataError(f"unknown layout {layout!r}; choose auto, {', '.join(LAYOUTS)}")
     if layout == "busi":
         records = _busi_records(root)
+    elif layout in VOLUME_LAYOUTS:
+        records = volume_records(root, layout, mask_suffix, Record)
     elif layout == "images-labels":
         records = _paired_records(root, "images", "labels", "")
     else:
@@ -201,20 +226,27 @@ def _open(path):
 
 
 def load_image(path):
-    """Reads an image as an (H, W, 3) uint8 RGB array."""
+    """Reads an image (or a frame or slice of a DICOM or NIfTI file) as an (H, W, 3) uint8 RGB array."""
+    if is_volume_file(path):
+        return load_frame(path)
     return np.asarray(_open(path).convert("RGB"))
 
 
 def load_mask(path, image_size=None):
     """Reads a binary mask (1-bit, grey, RGB or RGBA; values 0/1 or 0/255) as an (H, W) bool array.
 
+    A mask smeared by lossy compression (values near 0 and near the top, few in between) is
+    thresholded at the middle, with a warning the first time.
+
     Args:
-        path: the mask file.
+        path: the mask file, or a frame or slice of a DICOM or NIfTI mask (keras_sam.data.volumes).
         image_size: its image's (height, width); a mask of another size is an error.
 
     Raises:
-        DataError: undecodable, wrong size, or more than two values.
+        DataError: undecodable, wrong size, or several labels.
     """
+    if is_volume_file(path):
+        return load_frame_mask(path, image_size)
     image = _open(path)
     if image.mode == "1":
         mask = np.asarray(image, bool)
@@ -226,9 +258,14 @@ def load_mask(path, image_size=None):
             values = np.asarray(image.convert("RGB")).max(axis=-1)
         distinct = np.unique(values)
         if len(distinct) > 2 or (len(distinct) == 2 and distinct[0] != 0):
-            shown = ", ".join(str(v) for v in distinct[:6]) + (", ..." if len(distinct) > 6 else "")
-            raise DataError(f"masks must be binary; {path} has values {shown}")
-        mask = values > 0
+            if not _smeared(values):
+                shown = ", ".join(str(v) for v in distinct[:6]) + (", ..." if len(distinct) > 6 else "")
+                raise DataError(f"masks must be binary; {path} has values {shown} (several labels? "
+                                "save one mask file per lesion)")
+            _warn_smeared_once(path)
+            mask = values >= SMEARED_THRESHOLD
+        else:
+            mask = values > 0
     if image_size is not None and mask.shape != tuple(image_size):
         raise DataError(
             f"{path} is {mask.shape[1]}x{mask.shape[0]} but its image is "
@@ -237,7 +274,36 @@ def load_mask(path, image_size=None):
     return mask
 
 
-def read_lesions(records, on_error="raise", progress=True):
+SMEARED_THRESHOLD = 128  # the middle of 0..255
+_SMEARED_BAND = 64  # values this close to 0 or 255 are compression noise around them
+_SMEARED_SHARE = 0.02  # at most this share of pixels may lie in between (edges of the outline)
+_smeared_warned = []
+
+
+def _smeared(values):
+    """True for an 8-bit mask whose values cluster at 0 and 255 with a scatter of others along the
+    outline (lossy compression), False for labels (e.g. 0, 1, 2 or 0, 128, 255)."""
+    values = np.asarray(values)
+    if values.max() < 255 - _SMEARED_BAND:
+        return False
+    between = values[(values > _SMEARED_BAND) & (values < 255 - _SMEARED_BAND)]
+    if between.size > _SMEARED_SHARE * values.size:
+        return False
+    if between.size == 0:
+        return True  # every value within the noise band of 0 or 255
+    # Compression noise spreads over many values; a label is one value repeated.
+    return np.bincount(between).max() < 0.5 * between.size and len(np.unique(between)) > 2
+
+
+def _warn_smeared_once(path):
+    if not _smeared_warned:
+        _smeared_warned.append(path)
+        warnings.warn(f"{path} (and maybe other masks) has values smeared around 0 and 255, as lossy "
+                      f"compression (JPEG) leaves them: thresholded at {SMEARED_THRESHOLD}. Save masks "
+                      "as PNG to keep them exact.", stacklevel=3)
+
+
+def read_lesions(records, on_error="raise", progress=True, require_spacing=False):
     """Checks every file and turns records into lesions, one per non-empty mask file.
 
     Args:
@@ -245,6 +311,8 @@ def read_lesions(records, on_error="raise", progress=True):
         on_error: "raise" stops at the first bad file; "skip" warns, leaves the image out and
             counts it.
         progress: show a progress bar.
+        require_spacing: a DICOM or NIfTI file without a usable pixel spacing is an error (when
+            results are asked for in millimetres); otherwise its lesions have spacing None.
 
     Returns:
         LesionSet.
@@ -254,6 +322,15 @@ def read_lesions(records, on_error="raise", progress=True):
     lesions, empty, skipped = [], [], []
     for record in tqdm(records, desc="Checking data", unit="image", disable=not progress):
         try:
+            if is_volume_file(record.image_path):
+                found, empty_frames = volume_lesions(record, Lesion, Record, content_key, _box_of,
+                                                     require_spacing)
+                lesions.extend(found)
+                empty.extend(empty_frames)
+                continue
+            if require_spacing:
+                raise DataError(f"{record.image_path} carries no pixel spacing (only DICOM and NIfTI "
+                                "files do) and --units mm asks for millimetres: use --units px")
             image = load_image(record.image_path)
             size = image.shape[:2]
             key = content_key(image)

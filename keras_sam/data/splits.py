@@ -10,7 +10,8 @@ SPLITS = ("train", "val", "test")
 
 
 def split_lesions(lesions, val=0.15, test=0.15, seed=0):
-    """Splits lesions by image, class by class, keeping identical images together.
+    """Splits lesions by image, class by class, keeping identical images together, and the frames
+    or slices of one file (a lesion's `group`) together.
 
     A class with at least 3 groups of identical images gets at least one in each split (when its
     ratio is above 0); a class with fewer goes to train first and is reported in `warnings`.
@@ -29,8 +30,8 @@ def split_lesions(lesions, val=0.15, test=0.15, seed=0):
             f"split ratios must be >= 0 and leave some data for training; got val={val}, test={test}"
         )
     groups = {}
-    for lesion in lesions:
-        groups.setdefault(lesion.label, {}).setdefault(lesion.image_key, []).append(lesion)
+    for lesion, key in zip(lesions, group_keys(lesions)):
+        groups.setdefault(lesion.label, {}).setdefault(key, []).append(lesion)
     splits = {name: [] for name in SPLITS}
     warnings = []
     for label in sorted(groups):
@@ -48,6 +49,33 @@ def split_lesions(lesions, val=0.15, test=0.15, seed=0):
                 splits[name].extend(groups[label][key])
             start += sizes[name]
     return splits, warnings
+
+
+def group_keys(lesions):
+    """One key per lesion, shared by lesions that must stay in one split: same image content, or
+    same `group` (the frames of one cine, the slices of one volume), transitively.
+
+    A lesion that shares nothing with others keys by its image content, as before groups existed.
+    """
+    parent = {}
+
+    def find(node):
+        while parent.setdefault(node, node) != node:
+            parent[node] = parent[parent[node]]
+            node = parent[node]
+        return node
+
+    for lesion in lesions:
+        group = getattr(lesion, "group", None)
+        if group is not None:
+            first, second = find(("image", lesion.image_key)), find(("group", group))
+            if first != second:
+                parent[max(first, second)] = min(first, second)
+    members = {}
+    for lesion in lesions:
+        members.setdefault(find(("image", lesion.image_key)), set()).add(lesion.image_key)
+    # The smallest image key in a set names it: deterministic, and unchanged for ungrouped lesions.
+    return [min(members[find(("image", lesion.image_key))]) for lesion in lesions]
 
 
 def _split_sizes(count, val, test):
