@@ -12,7 +12,11 @@ import tensorflow as tf
 import tensorflow.experimental.numpy as tnp
 import tf_keras as keras
 
-from keras_sam import objectives
+from keras_sam import objectives, training_objective
+
+
+# The objective's ops in this family: TensorFlow's NumPy API, with TensorFlow's stop_gradient.
+OPS = training_objective.WithStopGradient(tnp, tf.stop_gradient)
 
 
 def per_sample_arrays(y_true, y_pred, sample_weight=None):
@@ -26,16 +30,13 @@ def per_sample_arrays(y_true, y_pred, sample_weight=None):
     size = y_true.shape[1:].num_elements()
     if size is None:  # a shape only known when the batch arrives
         size = tf.reduce_prod(tf.shape(y_true)[1:])
-    y_true = objectives.flatten(tnp, y_true, size)
-    y_pred = objectives.flatten(tnp, tf.cast(y_pred, tf.float32), size)
-    if sample_weight is None:
-        return y_true, y_pred, None, None
-    sample_weight = tf.cast(tf.convert_to_tensor(sample_weight), tf.float32)
-    if sample_weight.shape.rank is not None and (
-            sample_weight.shape.rank <= 1 or sample_weight.shape[1:].num_elements() == 1):
-        return y_true, y_pred, None, tf.reshape(sample_weight, (-1,))
-    pixels, samples = objectives.split_pixel_weights(tnp, objectives.flatten(tnp, sample_weight, size))
-    return y_true, y_pred, pixels, samples
+    per_sample = False
+    if sample_weight is not None:
+        sample_weight = tf.cast(tf.convert_to_tensor(sample_weight), tf.float32)
+        per_sample = sample_weight.shape.rank is not None and (
+            sample_weight.shape.rank <= 1 or sample_weight.shape[1:].num_elements() == 1)
+    return training_objective.flatten_per_sample(OPS, y_true, tf.cast(y_pred, tf.float32), sample_weight,
+                                                 size, per_sample)
 
 
 class MaskLoss(keras.losses.Loss):

@@ -5,18 +5,17 @@ import warnings
 from collections.abc import Mapping
 
 import tensorflow as tf
-import tensorflow.experimental.numpy as tnp
 import tf_keras as keras
 from transformers import SamConfig
 
-from keras_sam import objectives
+from keras_sam import training_objective
 from keras_sam.callbacks import LearningRateLogger
 from keras_sam.components import TrainingOptions, auto
 from keras_sam.configs import mask_grid_of, processor_for_config
 from keras_sam.hub import load_tf_sam, require_tf_sam
 from keras_sam.input_contract import assert_binary, conform
 from keras_sam.keras_checks import reject_keras3
-from keras_sam.losses import DiceLoss, MaskLoss, per_sample_arrays
+from keras_sam.losses import OPS, DiceLoss, MaskLoss, per_sample_arrays
 from keras_sam.metric_routing import metric_object, on_masks
 from keras_sam.metrics import DiceScore, IoUScore
 from keras_sam.optimizers import FusedAdam
@@ -432,41 +431,32 @@ class SamSegmenter(TrainingOptions, keras.Model):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None):
         """The compiled loss on the trained mask, plus the IoU head's mean-squared error.
 
-        With several masks per prompt the trained mask is, per sample, the one with the lowest
-        loss (pixel weights included). The IoU head learns each mask's true IoU (of the mask
-        thresholded at logit 0); each sample counts by its mean weight.
+        The objective is `keras_sam.training_objective`'s: with several masks per prompt the
+        trained mask is, per sample, the one with the lowest loss (pixel weights included); the
+        IoU head learns each mask's true IoU, each sample counting by its mean weight.
         """
-        y = self._targets(y)
-        pixel_weights = self._pixel_weights(sample_weight)
-        logits, iou_scores = y_pred["mask_logits"], y_pred["iou_scores"]
-        if logits.shape[1] == 1:
-            trained = logits[:, 0]
-        else:
-            per_mask = tf.stack(
-                [self._per_sample_loss(y, logits[:, m], pixel_weights) for m in range(logits.shape[1])],
-                axis=1)
-            best = tf.argmin(per_mask, axis=1, output_type=tf.int32)
-            trained = tf.gather(logits, best, axis=1, batch_dims=1)
-        loss = self.compiled_loss(y[..., None], trained[..., None], pixel_weights,
-                                  regularization_losses=self.losses)
-        if self.iou_loss_weight and self._component("iou_head").trainable:
-            _, _, _, sample_weights = per_sample_arrays(y, y, pixel_weights)
-            true_iou = tf.stack([_iou_of(y, logits[:, m] > 0) for m in range(logits.shape[1])], axis=1)
-            squared_error = tf.reduce_mean(tf.square(iou_scores - tf.stop_gradient(true_iou)), axis=1)
-            self._iou_loss_tracker.update_state(squared_error, sample_weight=sample_weights)
-            if sample_weights is not None:
-                squared_error *= sample_weights
-            # Reduced like Keras reduces the compiled loss (a mean over the samples of each
-            # replica, scaled so that gradients summed over replicas average the global batch).
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            loss += self.iou_loss_weight * tf.reduce_mean(squared_error) / replicas
-        return loss
+        y, pixel_weights = self._targets(y), self._pixel_weights(sample_weight)
+        terms = training_objective.objective_terms(
+            OPS, y, y_pred, pixel_weights, lambda y, logits: self._per_sample_loss(y, logits, pixel_weights),
+            self._trained_iou_loss_weight())
+        extra = list(self.losses)
+        if terms.iou_loss is not None:
+            self._iou_loss_tracker.update_state(terms.iou_errors, sample_weight=terms.sample_weights)
+            # With the regularization losses, Keras shares the IoU head's term across replicas
+            # as it shares the compiled loss, and counts it in the logged `loss`.
+            extra.append(terms.iou_loss)
+        return self.compiled_loss(y[..., None], terms.trained[..., None], pixel_weights,
+                                  regularization_losses=extra)
 
     def compute_metrics(self, x, y, y_pred, sample_weight):
         """Metrics on the mask the model would return (highest predicted IoU), shaped (B, H, W, 1)."""
         targets = self._targets(y)[..., None]
         pixel_weights = self._pixel_weights(sample_weight)
         return super().compute_metrics(x, targets, best_mask_logits(y_pred)[..., None], pixel_weights)
+
+    def _trained_iou_loss_weight(self):
+        """The IoU head's loss weight, 0 while the IoU head is frozen."""
+        return self.iou_loss_weight if self._component("iou_head").trainable else 0.0
 
     def _per_sample_loss(self, y, logits, pixel_weights):
         loss = self.loss
@@ -478,7 +468,7 @@ class SamSegmenter(TrainingOptions, keras.Model):
         function = loss.call if isinstance(loss, keras.losses.Loss) else loss
         values = tf.convert_to_tensor(function(y[..., None], logits[..., None]))  # (B, H, W)
         _, values, pixels, _ = per_sample_arrays(y, values, pixel_weights)
-        return tf.reduce_mean(values if pixels is None else values * pixels, axis=1)
+        return training_objective.per_sample_mean(OPS, values, pixels)
 
     def _targets(self, y):
         """Checks targets are binary masks on the logits grid; returns them as (B, H, W) float32."""
@@ -501,7 +491,7 @@ class SamSegmenter(TrainingOptions, keras.Model):
             raise ValueError("sample_weight must have a known rank: (B,) per sample, or (B, "
                              f"{grid}, {grid}) or (B, 1, {grid}, {grid}) per pixel")
         if weights.shape.rank <= 1 or (weights.shape.rank == 2 and weights.shape[1] == 1):
-            return tf.reshape(weights, (-1, 1, 1)) * tf.ones((1, grid, grid))
+            return training_objective.per_pixel(OPS, weights, grid)
         weights = conform("sample_weight", weights, (grid, grid),
                           f"(B,) per sample, or (B, {grid}, {grid}) or (B, 1, {grid}, {grid}) per pixel",
                           set_axis=True)
@@ -519,11 +509,6 @@ def default_optimizer(learning_rate=1e-5):
     ordinary graph ops (no XLA of its own), which traced in 13 s and stepped in 0.083 s on the
     tiny model against 15 s and 0.131 s with its default XLA update (BENCHMARKS.md)."""
     return FusedAdam(learning_rate=learning_rate, jit_compile=False)
-
-
-def _iou_of(y, predicted):
-    y_true, predicted, _, _ = per_sample_arrays(y, predicted)
-    return objectives.overlap_scores(tnp, y_true, predicted)[1]
 
 
 def _class_weight_table(class_weight):
