@@ -99,8 +99,7 @@ class EmbeddingCache:
             load_pixels: callable from a key to its (3, S, S) pixel values.
             progress: show a progress bar.
             meanwhile: optional callable, run on this thread while the images are embedded on
-                another. The encoder is first traced here (models with
-                `trace_image_embeddings`; others embed the first batch here), so that on the
+                another. The encoder is first traced here (`trace_image_embeddings`), so that on the
                 other thread it is a graph running outside Python and Python work (tracing a
                 training step: `keras-sam finetune` does) overlaps it, its first-call graph
                 optimization included. It runs even when nothing is missing. An error in
@@ -131,18 +130,13 @@ class EmbeddingCache:
             bar.close()  # the bar's time and rate are the embedding's, not meanwhile's
 
         try:
-            trace = getattr(self.model, "trace_image_embeddings", None)
-            if meanwhile is not None and chunks and trace is not None:
-                trace(len(chunks[0]))  # here, before another thread runs the encoder
-                first, rest = [], chunks
-            else:
-                first, rest = chunks[:1], chunks[1:]  # the first call traces here
-            embed(first)
             if meanwhile is None:
-                embed(rest)
+                embed(chunks)
             else:
+                if chunks:
+                    self.model.trace_image_embeddings(len(chunks[0]))  # here, before another thread runs it
                 pool = ThreadPoolExecutor(max_workers=1)
-                embedding = pool.submit(embed_the_rest, rest)
+                embedding = pool.submit(embed_the_rest, chunks)
                 try:
                     meanwhile()
                     embedding.result()

@@ -199,6 +199,15 @@ class SamSegmenter(TrainingOptions, keras.Model):
         embeddings = self.image_encoder.predict(self._images(pixel_values), verbose=0)
         return np.transpose(np.asarray(embeddings, np.float32), (0, 3, 1, 2))
 
+    def trace_image_embeddings(self, batch_size):
+        """Prepares `image_embeddings` for calls of `batch_size` images.
+
+        Keras 3 traces (and on JAX compiles) the encoder's predict function when it first runs on
+        a batch of a size, so the encoder runs here once on zeros: the embedding cache calls this
+        on one thread before another runs the encoder.
+        """
+        self.image_embeddings(np.zeros((batch_size, 3, self.image_size, self.image_size), np.float32))
+
     def _images(self, pixel_values):
         """Processor-normalised channels-first pixels -> the [0, 1] channels-last images keras-hub's
         encoder takes (it normalises them itself)."""
