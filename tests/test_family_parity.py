@@ -4,10 +4,12 @@ same batch give the same outputs, losses, decoder gradients, metrics and fit ste
 The tf-keras family is measured in this process; the Keras 3 family in one process per backend
 (tests/keras3/parity_run.py), all by tests/parity_harness.py. Each comparison is a test of its own.
 
-Tolerances, from what was measured (tiny config, random weights, float32; see the report in the
-commit that set them): outputs differ by float32 rounding between two implementations of the
-same layers; every loss and metric agrees to 1e-5 relative; decoder gradients to 1e-4 of the
-largest gradient of that case.
+Tolerances: about 10x what was measured here (tiny config, random weights, float32, both backends;
+the two families implement the same layers with different op orders, so they agree to float32
+rounding): outputs 5.3e-6 at most (logits of order 1), losses 3.6e-7 relative, logged metrics
+9.1e-7 relative, decoder gradients 2.2e-6 of the case's largest gradient, weights after fit 1.2e-7.
+For scale: the IoU head's term, which the tf-keras family once left out of its logged loss, is
+0.2 to 0.6 of this batch's loss.
 """
 
 import importlib.util
@@ -28,9 +30,10 @@ HERE = os.path.dirname(__file__)
 BACKENDS = ["jax", "tensorflow"] + (["torch"] if importlib.util.find_spec("torch") else [])
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(importlib.util.find_spec("keras_hub") is None,
                                                    reason="the Keras 3 family needs keras-hub")]
-OUTPUT_TOLERANCE = 1e-4  # absolute, on logits of order 1 and IoU scores in [0, 1]
-LOSS_TOLERANCE = 1e-5  # relative
-GRADIENT_TOLERANCE = 1e-4  # relative to the case's largest gradient
+OUTPUT_TOLERANCE = 5e-5  # absolute, on logits of order 1 and IoU scores in [0, 1]
+LOSS_TOLERANCE = 5e-6  # relative
+GRADIENT_TOLERANCE = 2e-5  # relative to the case's largest gradient
+WEIGHT_TOLERANCE = 1e-6  # absolute, on the decoder's weights after fit
 
 
 class TfKerasFamily:
@@ -138,4 +141,4 @@ def test_the_same_fit(measured, backend):
     reference, other = _pair(measured, backend)
     np.testing.assert_allclose(other["fit/loss"], reference["fit/loss"], rtol=LOSS_TOLERANCE)
     for name in (key for key in reference if key.startswith("fit/") and key != "fit/loss"):
-        np.testing.assert_allclose(other[name], reference[name], atol=1e-5, err_msg=name)
+        np.testing.assert_allclose(other[name], reference[name], atol=WEIGHT_TOLERANCE, err_msg=name)
