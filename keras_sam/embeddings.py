@@ -1,5 +1,5 @@
 """The frozen-encoder cache: each image's embedding computed once, then fine-tuning runs the
-decoder alone (50-75x faster an epoch on CPU for sam-vit-base, BENCHMARKS.md).
+decoder alone, skipping the vision encoder that dominates a step's time (BENCHMARKS.md).
 
 Entries are keyed on the vision encoder's weights, the preprocessing and the image's content, so a
 changed model or image never reuses a stale entry. On disk they are one `.npy` file per image
@@ -24,8 +24,8 @@ def encoder_fingerprint(model):
     """A digest of the vision encoder's computing precision and every one of its weights.
 
     Each weight is hashed apart, on as many threads as there are cores (hashlib lets go of
-    Python's lock on large buffers): one stream of BLAKE2b over sam-vit-base's 360 MB took 0.36 s
-    on a 2-core CPU, before the first image could be embedded.
+    Python's lock on large buffers): hashing comes before the first image can be embedded, and
+    one stream over sam-vit-base's weights would keep a single core busy (BENCHMARKS.md).
     """
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         digests = list(pool.map(_weight_digest, model.encoder_weights))
@@ -49,8 +49,8 @@ class EmbeddingCache:
         directory: where entries are stored; None keeps them in memory (small sets).
         storage_dtype: "float16" (default, half the disk) or "float32" (bit-exact).
         batch_size: images per vision-encoder call when computing. 2 is as fast an image as 4
-            (float32, sam-vit-base, 2-core CPU: 14.2 s against 14.1 s) and peaks 3.6 GiB lower,
-            memory TensorFlow's allocator keeps for the rest of the process (BENCHMARKS.md).
+            on a CPU and peaks much lower, memory TensorFlow's allocator keeps for the rest of
+            the process (BENCHMARKS.md).
         preprocessing: a string describing the preprocessing (e.g. the processor's JSON), part of
             the key.
 

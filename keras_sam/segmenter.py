@@ -9,7 +9,6 @@ import tf_keras as keras
 from transformers import SamConfig
 
 from keras_sam import training_objective
-from keras_sam.callbacks import LearningRateLogger
 from keras_sam.components import TrainingOptions, auto
 from keras_sam.configs import mask_grid_of, processor_for_config
 from keras_sam.hub import load_tf_sam, require_tf_sam
@@ -226,7 +225,7 @@ class SamSegmenter(TrainingOptions, keras.Model):
             {"mask_logits": (B, M, H, W), "iou_scores": (B, M)}.
         """
         # Not converted by autograph: TFSamModel's Python control flow is on static shapes only,
-        # and converting transformers' code took most of a 20 s first step.
+        # and converting transformers' code was most of the first step's time.
         output = self.sam(
             **self._sam_arguments(inputs),
             multimask_output=self.multimask_output,
@@ -283,7 +282,7 @@ class SamSegmenter(TrainingOptions, keras.Model):
 
     @tf.function(reduce_retracing=True, autograph=False)
     def _encode(self, pixel_values):
-        # A traced graph: run eagerly, the ViT's many small ops made embedding ~1.5x slower.
+        # A traced graph: run eagerly, the ViT's many small ops each pay Python's overhead.
         return tf.cast(self.sam.get_image_embeddings(pixel_values), tf.float32)
 
     # ----------------------------------------------------------------- training
@@ -344,7 +343,7 @@ class SamSegmenter(TrainingOptions, keras.Model):
         """`keras.Model.save` to a `.keras` file or a SavedModel folder (a path without extension).
 
         HDF5 cannot hold this model. A SavedModel is written without the traced call functions of
-        every layer (`save_traces=False`, 2.6 s instead of 25 s for the tiny model): load_model
+        every layer (`save_traces=False`: tracing every layer makes saving many times slower): load_model
         rebuilds the model from its config and loads its weights. Like every tf-keras SavedModel,
         it restores the optimizer's configuration but not its state; a `.keras` file restores both.
         """
@@ -359,15 +358,11 @@ class SamSegmenter(TrainingOptions, keras.Model):
         return super().save(filepath, overwrite=overwrite, save_format=save_format, **kwargs)
 
     def fit(self, *args, class_weight=None, **kwargs):
-        """`keras.Model.fit`. The epoch logs also hold the optimizer's `learning_rate`, and
-        `class_weight={0: background, 1: lesion}` weights the pixels of each class (per-pixel
-        weights, combined with any `sample_weight`)."""
-        callbacks = kwargs.get("callbacks") or []
-        reject_keras3("SamSegmenter.fit", callbacks=callbacks)
-        if isinstance(callbacks, (list, tuple)) and not any(
-                isinstance(callback, LearningRateLogger) for callback in callbacks):
-            # First, so TensorBoard, CSVLogger and the rest see it in the same epoch's logs.
-            kwargs["callbacks"] = [LearningRateLogger(), *callbacks]
+        """`keras.Model.fit`; `class_weight={0: background, 1: lesion}` weights the pixels of each
+        class (per-pixel weights, combined with any `sample_weight`). Nothing is added to
+        `callbacks`: for the learning rate in the epoch logs, pass
+        `keras_sam.callbacks.LearningRateLogger()` first among them."""
+        reject_keras3("SamSegmenter.fit", callbacks=kwargs.get("callbacks") or [])
         table = None if class_weight is None else _class_weight_table(class_weight)
         if table != self._class_weights:
             self._class_weights = table
@@ -397,8 +392,8 @@ class SamSegmenter(TrainingOptions, keras.Model):
         """Creates the optimizer's slots and the compiled loss's and metrics' variables now.
 
         Keras creates them inside the first traced step, and a tf.function that creates variables
-        is traced a second time without them (for sam-vit-base's decoder step, 4.5 s more on
-        the development machine).
+        is traced a second time without them: a second trace of the whole step, seconds for
+        sam-vit-base's decoder.
         """
         if not self._is_compiled:
             return
@@ -506,8 +501,8 @@ class SamSegmenter(TrainingOptions, keras.Model):
 
 def default_optimizer(learning_rate=1e-5):
     """The optimizer `compile()` uses: Adam, each weight's update by one kernel (FusedAdam), run as
-    ordinary graph ops (no XLA of its own), which traced in 13 s and stepped in 0.083 s on the
-    tiny model against 15 s and 0.131 s with its default XLA update (BENCHMARKS.md)."""
+    ordinary graph ops (no XLA of its own), which both traced and stepped sooner than its default
+    XLA update (BENCHMARKS.md)."""
     return FusedAdam(learning_rate=learning_rate, jit_compile=False)
 
 
