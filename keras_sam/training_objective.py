@@ -15,9 +15,9 @@ What a training step minimises, given targets `y` (B, H, W), the model's output
    replicas equal those of one replica on the global batch. Keras does this to its compiled loss
    under tf.distribute; JAX's DataParallel computes one loss on the global batch (1 replica).
 
-The functions take `ops`: a NumPy-like namespace with `stop_gradient` (see `ObjectiveOps`): the
-tf-keras family's is TensorFlow's NumPy API, the Keras 3 family's `keras.ops`. `numpy` itself
-works for everything but gradients (`numpy_ops`).
+The functions take `ops`: a NumPy-like namespace with `stop_gradient` and `sigmoid` (see
+`ObjectiveOps`): the tf-keras family's is TensorFlow's NumPy API, the Keras 3 family's
+`keras.ops`; `numpy_ops` is NumPy's, for everything but gradients.
 """
 
 from typing import Any, NamedTuple, Protocol
@@ -29,29 +29,34 @@ from keras_sam import objectives
 
 class ObjectiveOps(Protocol):
     """The ops the objective uses: NumPy's names (`sum`, `mean`, `square`, `stack`, `argmin`,
-    `take_along_axis`, `where`, `reshape`, `ones_like`, ...) plus `stop_gradient(x)`."""
+    `take_along_axis`, `where`, `reshape`, `ones_like`, ...) plus `stop_gradient(x)` and
+    `sigmoid(x)`."""
 
     def stop_gradient(self, x: Any) -> Any:
         ...
 
+    def sigmoid(self, x: Any) -> Any:
+        ...
 
-class WithStopGradient:
-    """A NumPy-like namespace (`tensorflow.experimental.numpy`, `numpy`) with `stop_gradient` added.
+
+class NamespaceWith:
+    """A NumPy-like namespace (`tensorflow.experimental.numpy`, `numpy`) with the functions it
+    lacks added (`stop_gradient`, `sigmoid`).
 
     Args:
         namespace: the module whose functions the objective calls.
-        stop_gradient: the function that blocks gradients (identity where there are none).
+        **extras: functions to add, by name.
     """
 
-    def __init__(self, namespace, stop_gradient):
+    def __init__(self, namespace, **extras):
         self._namespace = namespace
-        self.stop_gradient = stop_gradient
+        self.__dict__.update(extras)
 
     def __getattr__(self, name):
         return getattr(self._namespace, name)
 
 
-numpy_ops = WithStopGradient(np, lambda x: x)
+numpy_ops = NamespaceWith(np, stop_gradient=lambda x: x, sigmoid=lambda x: 1.0 / (1.0 + np.exp(-x)))
 
 
 class ObjectiveTerms(NamedTuple):

@@ -91,15 +91,14 @@ class DiceLoss(MaskLoss):
         self.smooth_nr, self.smooth_dr, self.batch = smooth_nr, smooth_dr, batch
 
     def per_sample(self, y_true, logits, pixel_weights=None):
-        probs = ops.sigmoid(logits) if self.sigmoid else logits
-        return objectives.dice_loss(ops, y_true, probs, pixel_weights, squared_pred=self.squared_pred,
-                                    jaccard=self.jaccard, smooth_nr=self.smooth_nr,
-                                    smooth_dr=self.smooth_dr, batch=self.batch)
+        return objectives.dice_loss_on_logits(OPS, y_true, logits, pixel_weights, **self._dice_options())
+
+    def _dice_options(self):
+        return {"sigmoid": self.sigmoid, "squared_pred": self.squared_pred, "jaccard": self.jaccard,
+                "smooth_nr": self.smooth_nr, "smooth_dr": self.smooth_dr, "batch": self.batch}
 
     def get_config(self):
-        return {**super().get_config(), "sigmoid": self.sigmoid, "squared_pred": self.squared_pred,
-                "jaccard": self.jaccard, "smooth_nr": self.smooth_nr, "smooth_dr": self.smooth_dr,
-                "batch": self.batch}
+        return {**super().get_config(), **self._dice_options()}
 
 
 @keras.saving.register_keras_serializable(package="keras_sam")
@@ -113,9 +112,8 @@ class DiceBCELoss(DiceLoss):
         self.dice_weight, self.bce_weight = dice_weight, bce_weight
 
     def per_sample(self, y_true, logits, pixel_weights=None):
-        dice = super().per_sample(y_true, logits, pixel_weights)
-        bce = objectives.focal_loss(ops, y_true, logits, pixel_weights, alpha=None, gamma=0.0)
-        return self.dice_weight * dice + self.bce_weight * bce
+        return objectives.dice_bce_loss(OPS, y_true, logits, pixel_weights, dice_weight=self.dice_weight,
+                                        bce_weight=self.bce_weight, **self._dice_options())
 
     def get_config(self):
         return {**super().get_config(), "dice_weight": self.dice_weight, "bce_weight": self.bce_weight}
@@ -131,7 +129,7 @@ class FocalLoss(MaskLoss):
         self.alpha, self.gamma = alpha, gamma
 
     def per_sample(self, y_true, logits, pixel_weights=None):
-        return objectives.focal_loss(ops, y_true, logits, pixel_weights, alpha=self.alpha, gamma=self.gamma)
+        return objectives.focal_loss(OPS, y_true, logits, pixel_weights, alpha=self.alpha, gamma=self.gamma)
 
     def get_config(self):
         return {**super().get_config(), "alpha": self.alpha, "gamma": self.gamma}
