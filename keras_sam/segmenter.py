@@ -454,16 +454,13 @@ class SamSegmenter(TrainingOptions, keras.Model):
         return self.iou_loss_weight if self._component("iou_head").trainable else 0.0
 
     def _per_sample_loss(self, y, logits, pixel_weights):
-        loss = self.loss
-        if isinstance(loss, MaskLoss):
-            y_true, logits, pixels, _ = per_sample_arrays(y, logits, pixel_weights)
-            return loss.per_sample(y_true, logits, pixels)
-        if isinstance(loss, str):
-            loss = keras.losses.get(loss)
+        if isinstance(self.loss, MaskLoss):
+            return training_objective.per_sample_loss(OPS, y, logits, pixel_weights, per_sample_arrays,
+                                                      mask_loss=self.loss)
+        loss = keras.losses.get(self.loss) if isinstance(self.loss, str) else self.loss
         function = loss.call if isinstance(loss, keras.losses.Loss) else loss
-        values = tf.convert_to_tensor(function(y[..., None], logits[..., None]))  # (B, H, W)
-        _, values, pixels, _ = per_sample_arrays(y, values, pixel_weights)
-        return training_objective.per_sample_mean(OPS, values, pixels)
+        return training_objective.per_sample_loss(OPS, y, logits, pixel_weights, per_sample_arrays,
+                                                  pixel_loss=lambda y, p: tf.convert_to_tensor(function(y, p)))
 
     def _targets(self, y):
         """Checks targets are binary masks on the logits grid; returns them as (B, H, W) float32."""

@@ -116,6 +116,26 @@ def per_sample_mean(ops, values, pixel_weights=None):
     return ops.mean(values if pixel_weights is None else values * pixel_weights, axis=1)
 
 
+def per_sample_loss(ops, y, logits, pixel_weights, per_sample_arrays, mask_loss=None, pixel_loss=None):
+    """(B,) each sample's loss of one mask, pixel weights applied: what the best-of-M choice compares.
+
+    Args:
+        y, logits: (B, H, W) targets and one mask's logits.
+        pixel_weights: (B, H, W) or None.
+        per_sample_arrays: the family's `(y_true, y_pred, weights) -> (B, N) rows, pixel weights,
+            sample weights`.
+        mask_loss: a keras-sam MaskLoss, whose `per_sample` takes the rows; or else
+        pixel_loss: any other loss as `f(y_true, logits) -> (B, H, W)` per-pixel values (a Keras
+            loss's unreduced call on (B, H, W, 1) arrays): their weighted mean per sample.
+    """
+    if mask_loss is not None:
+        y_true, logits, pixels, _ = per_sample_arrays(y, logits, pixel_weights)
+        return mask_loss.per_sample(y_true, logits, pixels)
+    values = pixel_loss(y[..., None], logits[..., None])
+    _, values, pixels, _ = per_sample_arrays(y, values, pixel_weights)
+    return per_sample_mean(ops, values, pixels)
+
+
 def replica_share(value, replicas):
     """This replica's share of a loss averaged over its own samples: `value / replicas`.
 

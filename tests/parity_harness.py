@@ -6,7 +6,7 @@ and the Keras 3 family in one process per backend (tests/keras3/parity_run.py), 
 entry by entry. A `family` provides:
 
 - `load(multimask_output)`: a SamSegmenter of the family from the shared checkpoint;
-- `losses`: {"dice": DiceLoss, "dice+bce": DiceBCELoss, "focal": FocalLoss} of the family;
+- `losses`: {name: a function making the loss} for every name in LOSSES;
 - `sgd(learning_rate)`: the family's plain SGD optimizer;
 - `decoder_weights(model)`: {PyTorch name: array} of the mask decoder's weights;
 - `numpy(tensor)`: a tensor as a NumPy array.
@@ -16,7 +16,8 @@ import numpy as np
 
 from toy import disks
 
-LOSSES = ("dice", "dice+bce", "focal")
+# keras-sam's three losses, and a Keras loss of the family's own (binary cross-entropy on logits).
+LOSSES = ("dice", "dice+bce", "focal", "keras_bce")
 WEIGHTINGS = ("none", "per_sample", "per_pixel")
 # The cases whose decoder gradients (one SGD step at learning rate 1) and metrics are compared.
 STEP_CASES = (("dice", True, "per_pixel"), ("dice+bce", False, "per_sample"), ("focal", True, "none"))

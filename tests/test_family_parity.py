@@ -37,7 +37,8 @@ WEIGHT_TOLERANCE = 1e-6  # absolute, on the decoder's weights after fit
 
 
 class TfKerasFamily:
-    losses = {"dice": DiceLoss, "dice+bce": DiceBCELoss, "focal": FocalLoss}
+    losses = {"dice": DiceLoss, "dice+bce": DiceBCELoss, "focal": FocalLoss,
+              "keras_bce": lambda: keras.losses.BinaryCrossentropy(from_logits=True)}
     checkpoint = None
 
     @classmethod

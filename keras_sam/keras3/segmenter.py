@@ -304,15 +304,13 @@ class SamSegmenter(TrainingOptions, keras.Model):
         return self.iou_loss_weight if self._component("iou_head").trainable else 0.0
 
     def _per_sample_loss(self, y, logits, pixel_weights):
-        loss = self.loss
-        if isinstance(loss, MaskLoss):
-            y_true, logits, pixels, _ = per_sample_arrays(y, logits, pixel_weights)
-            return loss.per_sample(y_true, logits, pixels)
-        function = keras.losses.get(loss) if isinstance(loss, str) else loss
-        function = function.call if isinstance(function, keras.losses.Loss) else function
-        values = function(y[..., None], logits[..., None])
-        _, values, pixels, _ = per_sample_arrays(y, values, pixel_weights)
-        return training_objective.per_sample_mean(OPS, values, pixels)
+        if isinstance(self.loss, MaskLoss):
+            return training_objective.per_sample_loss(OPS, y, logits, pixel_weights, per_sample_arrays,
+                                                      mask_loss=self.loss)
+        loss = keras.losses.get(self.loss) if isinstance(self.loss, str) else self.loss
+        function = loss.call if isinstance(loss, keras.losses.Loss) else loss
+        return training_objective.per_sample_loss(OPS, y, logits, pixel_weights, per_sample_arrays,
+                                                  pixel_loss=function)
 
     def _targets(self, y):
         if y is None:

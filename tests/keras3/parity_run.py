@@ -28,7 +28,8 @@ from keras_sam.keras3.convert import export_weights  # noqa: E402
 
 
 class Keras3Family:
-    losses = {"dice": DiceLoss, "dice+bce": DiceBCELoss, "focal": FocalLoss}
+    losses = {"dice": DiceLoss, "dice+bce": DiceBCELoss, "focal": FocalLoss,
+              "keras_bce": lambda: keras.losses.BinaryCrossentropy(from_logits=True)}
 
     @staticmethod
     def load(multimask_output):
