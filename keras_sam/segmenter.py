@@ -449,18 +449,9 @@ class SamSegmenter(TrainingOptions, keras.Model):
         pixel_weights = self._pixel_weights(sample_weight)
         return super().compute_metrics(x, targets, best_mask_logits(y_pred)[..., None], pixel_weights)
 
-    def _trained_iou_loss_weight(self):
-        """The IoU head's loss weight, 0 while the IoU head is frozen."""
-        return self.iou_loss_weight if self._component("iou_head").trainable else 0.0
-
     def _per_sample_loss(self, y, logits, pixel_weights):
-        if isinstance(self.loss, MaskLoss):
-            return training_objective.per_sample_loss(OPS, y, logits, pixel_weights, per_sample_arrays,
-                                                      mask_loss=self.loss)
-        loss = keras.losses.get(self.loss) if isinstance(self.loss, str) else self.loss
-        function = loss.call if isinstance(loss, keras.losses.Loss) else loss
-        return training_objective.per_sample_loss(OPS, y, logits, pixel_weights, per_sample_arrays,
-                                                  pixel_loss=lambda y, p: tf.convert_to_tensor(function(y, p)))
+        return training_objective.per_sample_loss(OPS, keras, self.loss, y, logits, pixel_weights,
+                                                  per_sample_arrays, MaskLoss)
 
     def _targets(self, y):
         """Checks targets are binary masks on the logits grid; returns them as (B, H, W) float32."""

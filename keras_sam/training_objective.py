@@ -116,23 +116,27 @@ def per_sample_mean(ops, values, pixel_weights=None):
     return ops.mean(values if pixel_weights is None else values * pixel_weights, axis=1)
 
 
-def per_sample_loss(ops, y, logits, pixel_weights, per_sample_arrays, mask_loss=None, pixel_loss=None):
+def per_sample_loss(ops, keras, loss, y, logits, pixel_weights, per_sample_arrays, mask_loss_type):
     """(B,) each sample's loss of one mask, pixel weights applied: what the best-of-M choice compares.
 
     Args:
+        ops: the family's ops.
+        keras: the family's Keras module (`tf_keras` or `keras`), to resolve a loss by name.
+        loss: the compiled loss: a keras-sam MaskLoss (its `per_sample` on (B, N) rows), or any
+            Keras loss, its name or a loss function (its unreduced per-pixel values on (B, H, W, 1)
+            arrays, averaged per sample by the pixel weights).
         y, logits: (B, H, W) targets and one mask's logits.
         pixel_weights: (B, H, W) or None.
         per_sample_arrays: the family's `(y_true, y_pred, weights) -> (B, N) rows, pixel weights,
             sample weights`.
-        mask_loss: a keras-sam MaskLoss, whose `per_sample` takes the rows; or else
-        pixel_loss: any other loss as `f(y_true, logits) -> (B, H, W)` per-pixel values (a Keras
-            loss's unreduced call on (B, H, W, 1) arrays): their weighted mean per sample.
+        mask_loss_type: the family's MaskLoss class.
     """
-    if mask_loss is not None:
+    if isinstance(loss, mask_loss_type):
         y_true, logits, pixels, _ = per_sample_arrays(y, logits, pixel_weights)
-        return mask_loss.per_sample(y_true, logits, pixels)
-    values = pixel_loss(y[..., None], logits[..., None])
-    _, values, pixels, _ = per_sample_arrays(y, values, pixel_weights)
+        return loss.per_sample(y_true, logits, pixels)
+    loss = keras.losses.get(loss) if isinstance(loss, str) else loss
+    function = loss.call if isinstance(loss, keras.losses.Loss) else loss
+    _, values, pixels, _ = per_sample_arrays(y, function(y[..., None], logits[..., None]), pixel_weights)
     return per_sample_mean(ops, values, pixels)
 
 
@@ -165,6 +169,13 @@ def trained_masks(ops, y, logits, per_sample_loss):
         return logits[:, 0]
     losses = ops.stack([per_sample_loss(y, logits[:, m]) for m in range(count)], axis=1)
     best = ops.argmin(losses, axis=1)
+    return ops.take_along_axis(logits, ops.reshape(best, (-1, 1, 1, 1)), axis=1)[:, 0]
+
+
+def highest_scored_masks(ops, logits, iou_scores):
+    """(B, H, W) each sample's mask with the highest predicted IoU: the one the model hands out,
+    which the metrics score. logits (B, M, H, W), iou_scores (B, M)."""
+    best = ops.argmax(iou_scores, axis=1)
     return ops.take_along_axis(logits, ops.reshape(best, (-1, 1, 1, 1)), axis=1)[:, 0]
 
 

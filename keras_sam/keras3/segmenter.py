@@ -294,23 +294,14 @@ class SamSegmenter(TrainingOptions, keras.Model):
         return loss + training_objective.replica_share(terms.iou_loss, replicas())
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        best = ops.argmax(y_pred["iou_scores"], axis=1)
-        logits = ops.take_along_axis(y_pred["mask_logits"], best[:, None, None, None], axis=1)[:, 0]
+        """Metrics on the mask the model would hand out (highest predicted IoU), as (B, G, G, 1)."""
+        logits = training_objective.highest_scored_masks(OPS, y_pred["mask_logits"], y_pred["iou_scores"])
         return super().compute_metrics(x, self._targets(y)[..., None], logits[..., None],
                                        self._pixel_weights(sample_weight))
 
-    def _trained_iou_loss_weight(self):
-        """The IoU head's loss weight, 0 while the IoU head is frozen."""
-        return self.iou_loss_weight if self._component("iou_head").trainable else 0.0
-
     def _per_sample_loss(self, y, logits, pixel_weights):
-        if isinstance(self.loss, MaskLoss):
-            return training_objective.per_sample_loss(OPS, y, logits, pixel_weights, per_sample_arrays,
-                                                      mask_loss=self.loss)
-        loss = keras.losses.get(self.loss) if isinstance(self.loss, str) else self.loss
-        function = loss.call if isinstance(loss, keras.losses.Loss) else loss
-        return training_objective.per_sample_loss(OPS, y, logits, pixel_weights, per_sample_arrays,
-                                                  pixel_loss=function)
+        return training_objective.per_sample_loss(OPS, keras, self.loss, y, logits, pixel_weights,
+                                                  per_sample_arrays, MaskLoss)
 
     def _targets(self, y):
         if y is None:
