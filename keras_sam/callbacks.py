@@ -49,8 +49,8 @@ def current_learning_rate(optimizer):
 class LearningRateLogger(keras.callbacks.Callback):
     """Adds the optimizer's current learning rate to each epoch's logs as `learning_rate`.
 
-    Callbacks after it (TensorBoard as `epoch_learning_rate`, CSVLogger, History) record it.
-    `SamSegmenter.fit` puts one first in `callbacks` unless you pass your own.
+    Callbacks after it (TensorBoard as `epoch_learning_rate`, CSVLogger, History) record it, so
+    put it first: `model.fit(..., callbacks=[LearningRateLogger(), TensorBoard(log_dir)])`.
     """
 
     def on_epoch_end(self, epoch, logs=None):

@@ -78,6 +78,10 @@ class TrainingOptions:
         return {"freeze": list(self.freeze), "multimask_output": self.multimask_output,
                 "iou_loss_weight": self.iou_loss_weight, "name": self.name}
 
+    def _trained_iou_loss_weight(self):
+        """The IoU head's loss weight, 0 while the IoU head is frozen (it then gets no loss)."""
+        return self.iou_loss_weight if self._component("iou_head").trainable else 0.0
+
     def _apply_freeze(self):
         for name, trainable in trainable_flags(self._frozen).items():
             self._component(name).trainable = trainable

@@ -1,5 +1,5 @@
 """The frozen-encoder cache: each image's embedding computed once, then fine-tuning runs the
-decoder alone (50-75x faster an epoch on CPU for sam-vit-base, BENCHMARKS.md).
+decoder alone, skipping the vision encoder that dominates a step's time (BENCHMARKS.md).
 
 Entries are keyed on the vision encoder's weights, the preprocessing and the image's content, so a
 changed model or image never reuses a stale entry. On disk they are one `.npy` file per image
@@ -24,8 +24,8 @@ def encoder_fingerprint(model):
     """A digest of the vision encoder's computing precision and every one of its weights.
 
     Each weight is hashed apart, on as many threads as there are cores (hashlib lets go of
-    Python's lock on large buffers): one stream of BLAKE2b over sam-vit-base's 360 MB took 0.36 s
-    on a 2-core CPU, before the first image could be embedded.
+    Python's lock on large buffers): hashing comes before the first image can be embedded, and
+    one stream over sam-vit-base's weights would keep a single core busy (BENCHMARKS.md).
     """
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         digests = list(pool.map(_weight_digest, model.encoder_weights))
@@ -49,8 +49,8 @@ class EmbeddingCache:
         directory: where entries are stored; None keeps them in memory (small sets).
         storage_dtype: "float16" (default, half the disk) or "float32" (bit-exact).
         batch_size: images per vision-encoder call when computing. 2 is as fast an image as 4
-            (float32, sam-vit-base, 2-core CPU: 14.2 s against 14.1 s) and peaks 3.6 GiB lower,
-            memory TensorFlow's allocator keeps for the rest of the process (BENCHMARKS.md).
+            on a CPU and peaks much lower, memory TensorFlow's allocator keeps for the rest of
+            the process (BENCHMARKS.md).
         preprocessing: a string describing the preprocessing (e.g. the processor's JSON), part of
             the key.
 
@@ -99,8 +99,7 @@ class EmbeddingCache:
             load_pixels: callable from a key to its (3, S, S) pixel values.
             progress: show a progress bar.
             meanwhile: optional callable, run on this thread while the images are embedded on
-                another. The encoder is first traced here (models with
-                `trace_image_embeddings`; others embed the first batch here), so that on the
+                another. The encoder is first traced here (`trace_image_embeddings`), so that on the
                 other thread it is a graph running outside Python and Python work (tracing a
                 training step: `keras-sam finetune` does) overlaps it, its first-call graph
                 optimization included. It runs even when nothing is missing. An error in
@@ -131,18 +130,13 @@ class EmbeddingCache:
             bar.close()  # the bar's time and rate are the embedding's, not meanwhile's
 
         try:
-            trace = getattr(self.model, "trace_image_embeddings", None)
-            if meanwhile is not None and chunks and trace is not None:
-                trace(len(chunks[0]))  # here, before another thread runs the encoder
-                first, rest = [], chunks
-            else:
-                first, rest = chunks[:1], chunks[1:]  # the first call traces here
-            embed(first)
             if meanwhile is None:
-                embed(rest)
+                embed(chunks)
             else:
+                if chunks:
+                    self.model.trace_image_embeddings(len(chunks[0]))  # here, before another thread runs it
                 pool = ThreadPoolExecutor(max_workers=1)
-                embedding = pool.submit(embed_the_rest, rest)
+                embedding = pool.submit(embed_the_rest, chunks)
                 try:
                     meanwhile()
                     embedding.result()

@@ -12,7 +12,12 @@ import tensorflow as tf
 import tensorflow.experimental.numpy as tnp
 import tf_keras as keras
 
-from keras_sam import objectives
+from keras_sam import objectives, training_objective
+
+
+# The objective's ops in this family: TensorFlow's NumPy API, with TensorFlow's stop_gradient and
+# (numerically stable) sigmoid.
+OPS = training_objective.NamespaceWith(tnp, stop_gradient=tf.stop_gradient, sigmoid=tf.sigmoid)
 
 
 def per_sample_arrays(y_true, y_pred, sample_weight=None):
@@ -26,16 +31,13 @@ def per_sample_arrays(y_true, y_pred, sample_weight=None):
     size = y_true.shape[1:].num_elements()
     if size is None:  # a shape only known when the batch arrives
         size = tf.reduce_prod(tf.shape(y_true)[1:])
-    y_true = objectives.flatten(tnp, y_true, size)
-    y_pred = objectives.flatten(tnp, tf.cast(y_pred, tf.float32), size)
-    if sample_weight is None:
-        return y_true, y_pred, None, None
-    sample_weight = tf.cast(tf.convert_to_tensor(sample_weight), tf.float32)
-    if sample_weight.shape.rank is not None and (
-            sample_weight.shape.rank <= 1 or sample_weight.shape[1:].num_elements() == 1):
-        return y_true, y_pred, None, tf.reshape(sample_weight, (-1,))
-    pixels, samples = objectives.split_pixel_weights(tnp, objectives.flatten(tnp, sample_weight, size))
-    return y_true, y_pred, pixels, samples
+    per_sample = False
+    if sample_weight is not None:
+        sample_weight = tf.cast(tf.convert_to_tensor(sample_weight), tf.float32)
+        per_sample = sample_weight.shape.rank is not None and (
+            sample_weight.shape.rank <= 1 or sample_weight.shape[1:].num_elements() == 1)
+    return training_objective.flatten_per_sample(OPS, y_true, tf.cast(y_pred, tf.float32), sample_weight,
+                                                 size, per_sample)
 
 
 class MaskLoss(keras.losses.Loss):
@@ -48,7 +50,7 @@ class MaskLoss(keras.losses.Loss):
         raise NotImplementedError
 
     # Not converted by autograph: the arithmetic branches on options and static shapes only, and
-    # converting it took 0.4-1 s of every sam-vit-base training step's trace.
+    # converting it would lengthen every training step's trace for nothing.
     @tf.autograph.experimental.do_not_convert
     def call(self, y_true, y_pred):
         y_true, y_pred, _, _ = per_sample_arrays(y_true, y_pred)
@@ -105,15 +107,14 @@ class DiceLoss(MaskLoss):
         self.batch = batch
 
     def per_sample(self, y_true, logits, pixel_weights=None):
-        probs = tf.sigmoid(logits) if self.sigmoid else logits
-        return objectives.dice_loss(
-            tnp, y_true, probs, pixel_weights, squared_pred=self.squared_pred, jaccard=self.jaccard,
-            smooth_nr=self.smooth_nr, smooth_dr=self.smooth_dr, batch=self.batch)
+        return objectives.dice_loss_on_logits(OPS, y_true, logits, pixel_weights, **self._dice_options())
+
+    def _dice_options(self):
+        return {"sigmoid": self.sigmoid, "squared_pred": self.squared_pred, "jaccard": self.jaccard,
+                "smooth_nr": self.smooth_nr, "smooth_dr": self.smooth_dr, "batch": self.batch}
 
     def get_config(self):
-        return {**super().get_config(), "sigmoid": self.sigmoid, "squared_pred": self.squared_pred,
-                "jaccard": self.jaccard, "smooth_nr": self.smooth_nr, "smooth_dr": self.smooth_dr,
-                "batch": self.batch}
+        return {**super().get_config(), **self._dice_options()}
 
 
 @keras.saving.register_keras_serializable(package="keras_sam")
@@ -134,9 +135,8 @@ class DiceBCELoss(DiceLoss):
         self.bce_weight = bce_weight
 
     def per_sample(self, y_true, logits, pixel_weights=None):
-        dice = super().per_sample(y_true, logits, pixel_weights)
-        bce = objectives.focal_loss(tnp, y_true, logits, pixel_weights, alpha=None, gamma=0.0)
-        return self.dice_weight * dice + self.bce_weight * bce
+        return objectives.dice_bce_loss(OPS, y_true, logits, pixel_weights, dice_weight=self.dice_weight,
+                                        bce_weight=self.bce_weight, **self._dice_options())
 
     def get_config(self):
         return {**super().get_config(), "dice_weight": self.dice_weight, "bce_weight": self.bce_weight}
@@ -158,7 +158,7 @@ class FocalLoss(MaskLoss):
         self.gamma = gamma
 
     def per_sample(self, y_true, logits, pixel_weights=None):
-        return objectives.focal_loss(tnp, y_true, logits, pixel_weights, alpha=self.alpha, gamma=self.gamma)
+        return objectives.focal_loss(OPS, y_true, logits, pixel_weights, alpha=self.alpha, gamma=self.gamma)
 
     def get_config(self):
         return {**super().get_config(), "alpha": self.alpha, "gamma": self.gamma}

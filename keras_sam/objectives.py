@@ -58,6 +58,24 @@ def dice_loss(ops, y_true, probs, weights=None, *, squared_pred=False, jaccard=F
     return 1.0 - (2.0 * intersection + smooth_nr) / (denominator + smooth_dr)
 
 
+def dice_loss_on_logits(ops, y_true, logits, weights=None, *, sigmoid=True, **options):
+    """`dice_loss` of `ops.sigmoid(logits)` (of `logits` themselves, as probabilities, when not
+    `sigmoid`); `options` are dice_loss's. `ops` needs `sigmoid` (keras.ops has it)."""
+    return dice_loss(ops, y_true, ops.sigmoid(logits) if sigmoid else logits, weights, **options)
+
+
+def dice_bce_loss(ops, y_true, logits, weights=None, *, dice_weight=1.0, bce_weight=1.0, **dice_options):
+    """`dice_weight` times the Dice loss plus `bce_weight` times the binary cross-entropy (the
+    focal loss with gamma 0 and no alpha) of each sample, on logits.
+
+    Returns:
+        (B,) losses.
+    """
+    dice = dice_loss_on_logits(ops, y_true, logits, weights, **dice_options)
+    bce = focal_loss(ops, y_true, logits, weights, alpha=None, gamma=0.0)
+    return dice_weight * dice + bce_weight * bce
+
+
 def focal_loss(ops, y_true, logits, weights=None, *, alpha=0.25, gamma=2.0):
     """Sigmoid focal loss (Lin et al. 2017): the (weighted) mean over each sample's pixels.
 

@@ -90,7 +90,7 @@ class OverlayRenderer:
     def _inputs(self, model):
         """The samples as one batch of model inputs (pixels swapped for embeddings when frozen)."""
         inputs = {key: np.stack([x[key] for x, _ in self.samples]) for key in self.samples[0][0]}
-        if "pixel_values" in inputs and "vision_encoder" in getattr(model, "freeze", ()):
+        if "pixel_values" in inputs and "vision_encoder" in model.freeze:
             if self._embeddings is None:
                 self._embeddings = _as_numpy(model.image_embeddings(inputs["pixel_values"]))
             inputs["image_embeddings"] = self._embeddings

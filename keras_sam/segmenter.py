@@ -5,18 +5,16 @@ import warnings
 from collections.abc import Mapping
 
 import tensorflow as tf
-import tensorflow.experimental.numpy as tnp
 import tf_keras as keras
 from transformers import SamConfig
 
-from keras_sam import objectives
-from keras_sam.callbacks import LearningRateLogger
+from keras_sam import training_objective
 from keras_sam.components import TrainingOptions, auto
 from keras_sam.configs import mask_grid_of, processor_for_config
 from keras_sam.hub import ModelLoadError, load_tf_sam, require_tf_sam
 from keras_sam.input_contract import assert_binary, conform
 from keras_sam.keras_checks import reject_keras3
-from keras_sam.losses import DiceLoss, MaskLoss, per_sample_arrays
+from keras_sam.losses import OPS, DiceLoss, MaskLoss, per_sample_arrays
 from keras_sam.metric_routing import metric_object, on_masks
 from keras_sam.metrics import DiceScore, IoUScore
 from keras_sam.optimizers import FusedAdam
@@ -227,7 +225,7 @@ class SamSegmenter(TrainingOptions, keras.Model):
             {"mask_logits": (B, M, H, W), "iou_scores": (B, M)}.
         """
         # Not converted by autograph: TFSamModel's Python control flow is on static shapes only,
-        # and converting transformers' code took most of a 20 s first step.
+        # and converting transformers' code was most of the first step's time.
         output = self.sam(
             **self._sam_arguments(inputs),
             multimask_output=self.multimask_output,
@@ -308,7 +306,7 @@ class SamSegmenter(TrainingOptions, keras.Model):
 
     @tf.function(reduce_retracing=True, autograph=False)
     def _encode(self, pixel_values):
-        # A traced graph: run eagerly, the ViT's many small ops made embedding ~1.5x slower.
+        # A traced graph: run eagerly, the ViT's many small ops each pay Python's overhead.
         return tf.cast(self.sam.get_image_embeddings(pixel_values), tf.float32)
 
     # ----------------------------------------------------------------- training
@@ -369,7 +367,7 @@ class SamSegmenter(TrainingOptions, keras.Model):
         """`keras.Model.save` to a `.keras` file or a SavedModel folder (a path without extension).
 
         HDF5 cannot hold this model. A SavedModel is written without the traced call functions of
-        every layer (`save_traces=False`, 2.6 s instead of 25 s for the tiny model): load_model
+        every layer (`save_traces=False`: tracing every layer makes saving many times slower): load_model
         rebuilds the model from its config and loads its weights. Like every tf-keras SavedModel,
         it restores the optimizer's configuration but not its state; a `.keras` file restores both.
         """
@@ -384,15 +382,11 @@ class SamSegmenter(TrainingOptions, keras.Model):
         return super().save(filepath, overwrite=overwrite, save_format=save_format, **kwargs)
 
     def fit(self, *args, class_weight=None, **kwargs):
-        """`keras.Model.fit`. The epoch logs also hold the optimizer's `learning_rate`, and
-        `class_weight={0: background, 1: lesion}` weights the pixels of each class (per-pixel
-        weights, combined with any `sample_weight`)."""
-        callbacks = kwargs.get("callbacks") or []
-        reject_keras3("SamSegmenter.fit", callbacks=callbacks)
-        if isinstance(callbacks, (list, tuple)) and not any(
-                isinstance(callback, LearningRateLogger) for callback in callbacks):
-            # First, so TensorBoard, CSVLogger and the rest see it in the same epoch's logs.
-            kwargs["callbacks"] = [LearningRateLogger(), *callbacks]
+        """`keras.Model.fit`; `class_weight={0: background, 1: lesion}` weights the pixels of each
+        class (per-pixel weights, combined with any `sample_weight`). Nothing is added to
+        `callbacks`: for the learning rate in the epoch logs, pass
+        `keras_sam.callbacks.LearningRateLogger()` first among them."""
+        reject_keras3("SamSegmenter.fit", callbacks=kwargs.get("callbacks") or [])
         table = None if class_weight is None else _class_weight_table(class_weight)
         if table != self._class_weights:
             self._class_weights = table
@@ -422,8 +416,8 @@ class SamSegmenter(TrainingOptions, keras.Model):
         """Creates the optimizer's slots and the compiled loss's and metrics' variables now.
 
         Keras creates them inside the first traced step, and a tf.function that creates variables
-        is traced a second time without them (for sam-vit-base's decoder step, 4.5 s more on
-        the development machine).
+        is traced a second time without them: a second trace of the whole step, seconds for
+        sam-vit-base's decoder.
         """
         if not self._is_compiled:
             return
@@ -456,35 +450,22 @@ class SamSegmenter(TrainingOptions, keras.Model):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None):
         """The compiled loss on the trained mask, plus the IoU head's mean-squared error.
 
-        With several masks per prompt the trained mask is, per sample, the one with the lowest
-        loss (pixel weights included). The IoU head learns each mask's true IoU (of the mask
-        thresholded at logit 0); each sample counts by its mean weight.
+        The objective is `keras_sam.training_objective`'s: with several masks per prompt the
+        trained mask is, per sample, the one with the lowest loss (pixel weights included); the
+        IoU head learns each mask's true IoU, each sample counting by its mean weight.
         """
-        y = self._targets(y)
-        pixel_weights = self._pixel_weights(sample_weight)
-        logits, iou_scores = y_pred["mask_logits"], y_pred["iou_scores"]
-        if logits.shape[1] == 1:
-            trained = logits[:, 0]
-        else:
-            per_mask = tf.stack(
-                [self._per_sample_loss(y, logits[:, m], pixel_weights) for m in range(logits.shape[1])],
-                axis=1)
-            best = tf.argmin(per_mask, axis=1, output_type=tf.int32)
-            trained = tf.gather(logits, best, axis=1, batch_dims=1)
-        loss = self.compiled_loss(y[..., None], trained[..., None], pixel_weights,
-                                  regularization_losses=self.losses)
-        if self.iou_loss_weight and self._component("iou_head").trainable:
-            _, _, _, sample_weights = per_sample_arrays(y, y, pixel_weights)
-            true_iou = tf.stack([_iou_of(y, logits[:, m] > 0) for m in range(logits.shape[1])], axis=1)
-            squared_error = tf.reduce_mean(tf.square(iou_scores - tf.stop_gradient(true_iou)), axis=1)
-            self._iou_loss_tracker.update_state(squared_error, sample_weight=sample_weights)
-            if sample_weights is not None:
-                squared_error *= sample_weights
-            # Reduced like Keras reduces the compiled loss (a mean over the samples of each
-            # replica, scaled so that gradients summed over replicas average the global batch).
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            loss += self.iou_loss_weight * tf.reduce_mean(squared_error) / replicas
-        return loss
+        y, pixel_weights = self._targets(y), self._pixel_weights(sample_weight)
+        terms = training_objective.objective_terms(
+            OPS, y, y_pred, pixel_weights, lambda y, logits: self._per_sample_loss(y, logits, pixel_weights),
+            self._trained_iou_loss_weight())
+        extra = list(self.losses)
+        if terms.iou_loss is not None:
+            self._iou_loss_tracker.update_state(terms.iou_errors, sample_weight=terms.sample_weights)
+            # With the regularization losses, Keras shares the IoU head's term across replicas
+            # as it shares the compiled loss, and counts it in the logged `loss`.
+            extra.append(terms.iou_loss)
+        return self.compiled_loss(y[..., None], terms.trained[..., None], pixel_weights,
+                                  regularization_losses=extra)
 
     def compute_metrics(self, x, y, y_pred, sample_weight):
         """Metrics on the mask the model would return (highest predicted IoU), shaped (B, H, W, 1)."""
@@ -493,16 +474,8 @@ class SamSegmenter(TrainingOptions, keras.Model):
         return super().compute_metrics(x, targets, best_mask_logits(y_pred)[..., None], pixel_weights)
 
     def _per_sample_loss(self, y, logits, pixel_weights):
-        loss = self.loss
-        if isinstance(loss, MaskLoss):
-            y_true, logits, pixels, _ = per_sample_arrays(y, logits, pixel_weights)
-            return loss.per_sample(y_true, logits, pixels)
-        if isinstance(loss, str):
-            loss = keras.losses.get(loss)
-        function = loss.call if isinstance(loss, keras.losses.Loss) else loss
-        values = tf.convert_to_tensor(function(y[..., None], logits[..., None]))  # (B, H, W)
-        _, values, pixels, _ = per_sample_arrays(y, values, pixel_weights)
-        return tf.reduce_mean(values if pixels is None else values * pixels, axis=1)
+        return training_objective.per_sample_loss(OPS, keras, self.loss, y, logits, pixel_weights,
+                                                  per_sample_arrays, MaskLoss)
 
     def _targets(self, y):
         """Checks targets are binary masks on the logits grid; returns them as (B, H, W) float32."""
@@ -525,7 +498,7 @@ class SamSegmenter(TrainingOptions, keras.Model):
             raise ValueError("sample_weight must have a known rank: (B,) per sample, or (B, "
                              f"{grid}, {grid}) or (B, 1, {grid}, {grid}) per pixel")
         if weights.shape.rank <= 1 or (weights.shape.rank == 2 and weights.shape[1] == 1):
-            return tf.reshape(weights, (-1, 1, 1)) * tf.ones((1, grid, grid))
+            return training_objective.per_pixel(OPS, weights, grid)
         weights = conform("sample_weight", weights, (grid, grid),
                           f"(B,) per sample, or (B, {grid}, {grid}) or (B, 1, {grid}, {grid}) per pixel",
                           set_axis=True)
@@ -555,14 +528,9 @@ def load_model_file(path):
 
 def default_optimizer(learning_rate=1e-5):
     """The optimizer `compile()` uses: Adam, each weight's update by one kernel (FusedAdam), run as
-    ordinary graph ops (no XLA of its own), which traced in 13 s and stepped in 0.083 s on the
-    tiny model against 15 s and 0.131 s with its default XLA update (BENCHMARKS.md)."""
+    ordinary graph ops (no XLA of its own), which both traced and stepped sooner than its default
+    XLA update (BENCHMARKS.md)."""
     return FusedAdam(learning_rate=learning_rate, jit_compile=False)
-
-
-def _iou_of(y, predicted):
-    y_true, predicted, _, _ = per_sample_arrays(y, predicted)
-    return objectives.overlap_scores(tnp, y_true, predicted)[1]
 
 
 def _class_weight_table(class_weight):

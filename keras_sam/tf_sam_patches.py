@@ -2,13 +2,18 @@
 
 The installed transformers package is never changed: `patch_tf_sam(sam)` replaces methods on the
 layers of one model; the weights stay the same, and so do the numbers it computes in float32 (to
-rounding, 1e-5 relative, where fix 4 sums in another order).
+rounding, 1e-5 relative, where a rewrite sums in another order). Fixes 1 to 3 are correctness
+fixes and always applied. Fixes 4 to 7 are speed rewrites, named in SPEED_REWRITES: each can be
+left out (`patch_tf_sam(sam, speed=())` applies none) and each is tested against transformers'
+own output. The fixes replace private methods, so `patch_tf_sam` first checks that the installed
+transformers is one they were written for (SUPPORTED_TRANSFORMERS). Measurements of the speed
+rewrites are in BENCHMARKS.md.
 
 1. A TensorFlow bug (2.19 to 2.21 with oneDNN, the default on x86 CPUs; tensorflow/tensorflow
    issues 117700 and 123109) corrupts memory in `tf.matmul` of a rank-4 tensor with a broadcast
-   rank-2 tensor: batch 16 and up crashes the process, batch 12 silently returns wrong numbers.
-   TFSamModel's positional embedding does exactly that matmul, shape (B, n, 2, 2) @ (2, F), for
-   every box and point prompt. The fix computes the same product on rank-2 tensors.
+   rank-2 tensor: large batches crash the process, somewhat smaller ones silently return wrong
+   numbers. TFSamModel's positional embedding does exactly that matmul, shape (B, n, 2, 2) @ (2, F),
+   for every box and point prompt. The fix computes the same product on rank-2 tensors.
 2. Mixed precision: under Keras's `mixed_float16` or `mixed_bfloat16` policy the attention layers
    divide a half-precision tensor by a float32 scalar and fail. The fix scales the attention
    scores and takes their softmax in float32 (as Keras's own MultiHeadAttention does), then goes
@@ -17,45 +22,40 @@ rounding, 1e-5 relative, where fix 4 sums in another order).
    which TensorFlow's SavedModel loader reads as a path and cannot find. The fix tracks them
    under the same names with "__" for the dot, for checkpoints and SavedModels alike; the
    variables' own names, which `save_pretrained` writes, do not change.
-4. Speed: training the mask decoder from cached embeddings on a CPU is bound by memory traffic
-   over the image-sized tensors (4096 image tokens, the 128x128 and 256x256 upscaling maps), not
-   by arithmetic. Three rewrites compute the same functions with fewer passes over them: the
-   decoder's layer norms in float32 with their gradient written out (autodiff of
-   `tf.nn.batch_normalization` makes twice the passes); its GELU in float32 (bfloat16's erf has no
-   fast kernel); and attention between the few prompt tokens and the image tokens with the token
-   side laid out as a block-diagonal matrix, one block per head, so the image-side tensors are
-   multiplied as they are instead of being transposed to split and join heads (fix 2 is part of
-   it). Measured together in BENCHMARKS.md: forward, loss and gradients of a cached step 1.37x
-   faster, a cached epoch 1.12x.
-5. Speed of the image encoder at 16-bit precision (the embedding cache under mixed_bfloat16):
-   its attention adds two relative-position terms to every score, rel_h[q, key row] and
-   rel_w[q, key column], as two passes over a score tensor of (heads, 4096, 4096) per image in
-   the global layers. The fix appends those terms to each query and one-hot codes of the key's row
-   and column to each key, so the score matmul adds them itself (accumulating in float32, which
-   also rounds less). The scores are computed a few heads at a time (`SCORES_PER_PASS`): all 12
-   heads of 2 images at once held 800 MB, most of the encoder's memory, and on a virtual machine
-   each first touch of fresh memory is slow (sam-vit-base, 2 images, a fresh process's first
-   embedding: 335,000 page faults and 3.7 s of system time; in passes of 3 heads 170,000 and
-   1.2 s, that embedding 1.5-2.5 s sooner, the same values, later embeddings within 1%).
-   In float32 the original is faster (the longer matmul costs more than the
-   adds save there) and is kept. At any precision, the encoder's MLPs run as 2-D matmuls, which
-   oneDNN fuses with their bias add and the exact GELU (in bfloat16 that GELU took 1.2 s of a
-   10 s embedding of 2 images: bfloat16's erf has no fast kernel).
-6. Speed of the mask decoder's upscaling: each of its two transposed convolutions (kernel 2,
-   stride 2) maps one pixel to a 2x2 block, and what follows them (layer norm over channels,
-   GELU, the masks as dot products with the hypernetwork's outputs) works pixel by pixel. So the
-   image tokens stay as (pixels, channels) rows, as the transformer leaves them: each
-   convolution is one 2-D matmul whose output rows are the block's pixels, and only the finished
-   masks are put back in image order. transformers' code transposes the 128x128 and 256x256 maps
-   to channels-first and back around each convolution, and TensorFlow's gradient of such a
-   convolution's kernel was the slowest op of a cached step (38 ms of 400 ms op time); a cached
-   epoch was 1.09x faster without them (BENCHMARKS.md).
-7. Graph size of the training step: Keras runs a Dense layer on a tensor of rank 3 or more as a
-   tensordot, some 24 graph ops with the batch size unknown, where a 2-D matmul with its bias add
-   is 2. The mask decoder's MLPs, IoU head and hypernetwork MLPs run on (N, C) rows with the
-   leading axes put back by one reshape: the sam-vit-base training step has 4,539 graph ops
-   instead of 4,928, traces 0.18 s sooner and its first call (graph optimization) is 0.17 s
-   shorter on a 2-core CPU. The same values: tensordot is itself a reshape, matmul, reshape.
+4. Speed ("decoder_layer_norms", "decoder_gelu", "block_attention"): training the mask decoder
+   from cached embeddings on a CPU is bound by memory traffic over the image-sized tensors (4096
+   image tokens, the 128x128 and 256x256 upscaling maps), not by arithmetic. Three rewrites
+   compute the same functions with fewer passes over them: the decoder's layer norms in float32
+   with their gradient written out (autodiff of `tf.nn.batch_normalization` makes twice the
+   passes); its GELU in float32 (bfloat16's erf has no fast kernel); and attention between the
+   few prompt tokens and the image tokens with the token side laid out as a block-diagonal
+   matrix, one block per head, so the image-side tensors are multiplied as they are instead of
+   being transposed to split and join heads (fix 2 is part of it).
+5. Speed of the image encoder at 16-bit precision ("vision_attention", the embedding cache under
+   mixed_bfloat16): its attention adds two relative-position terms to every score, rel_h[q, key
+   row] and rel_w[q, key column], as two passes over a score tensor of (heads, 4096, 4096) per
+   image in the global layers. The fix appends those terms to each query and one-hot codes of the
+   key's row and column to each key, so the score matmul adds them itself (accumulating in
+   float32, which also rounds less). The scores are computed a few heads at a time
+   (`SCORES_PER_PASS`): all heads of 2 images at once hold most of the encoder's memory, and on a
+   virtual machine each first touch of fresh memory is slow (page faults), so smaller passes make
+   a fresh process's first embedding sooner with the same values. In float32 the original is
+   faster (the longer matmul costs more than the adds save there) and is kept. At any precision,
+   the encoder's MLPs run as 2-D matmuls ("dense_rows"), which oneDNN fuses with their bias add
+   and the exact GELU (bfloat16's erf has no fast kernel).
+6. Speed of the mask decoder's upscaling ("upscaling_rows"): each of its two transposed
+   convolutions (kernel 2, stride 2) maps one pixel to a 2x2 block, and what follows them (layer
+   norm over channels, GELU, the masks as dot products with the hypernetwork's outputs) works
+   pixel by pixel. So the image tokens stay as (pixels, channels) rows, as the transformer leaves
+   them: each convolution is one 2-D matmul whose output rows are the block's pixels, and only the
+   finished masks are put back in image order. transformers' code transposes the 128x128 and
+   256x256 maps to channels-first and back around each convolution, and TensorFlow's gradient of
+   such a convolution's kernel was the slowest op of a cached step.
+7. Graph size of the training step ("dense_rows"): Keras runs a Dense layer on a tensor of rank 3
+   or more as a tensordot, some 24 graph ops with the batch size unknown, where a 2-D matmul with
+   its bias add is 2. The mask decoder's MLPs, IoU head and hypernetwork MLPs run on (N, C) rows
+   with the leading axes put back by one reshape: a smaller graph traces and optimizes sooner. The
+   same values: tensordot is itself a reshape, matmul, reshape.
 """
 
 import math
@@ -63,6 +63,8 @@ import types
 
 import tensorflow as tf
 import tf_keras as keras
+import transformers
+from packaging.version import Version
 from transformers.models.sam.modeling_tf_sam import (TFSamAttention, TFSamFeedForward, TFSamLayerNorm,
                                                      TFSamMLPBlock, TFSamVisionAttention, shape_list)
 
@@ -71,29 +73,82 @@ _DOT = "__"
 # scores an image: a global layer of sam-vit-base (4096 tokens) in bfloat16 holds 32 MiB a head,
 # so 3 of its 12 heads a pass.
 SCORES_PER_PASS = 96 * 2**20
+# The transformers releases whose TFSamModel these fixes were written against and tested with
+# (they replace private methods, which another release may change; 5.0 has no TFSamModel).
+SUPPORTED_TRANSFORMERS = (Version("4.40"), Version("5"))
+# The speed rewrites by name, each of which `patch_tf_sam(sam, speed=...)` can leave out:
+SPEED_REWRITES = (
+    "decoder_layer_norms",  # fix 4: the mask decoder's layer norms in float32, gradient written out
+    "decoder_gelu",  # fix 4: the mask decoder's GELU in float32
+    "block_attention",  # fix 4: prompt-image attention without transposing the image side
+    "vision_attention",  # fix 5: at 16-bit, relative positions inside the encoder's score matmul
+    "upscaling_rows",  # fix 6: the decoder's upscaling on (pixels, channels) rows
+    "dense_rows",  # fix 7 (and fix 5's MLPs): Dense layers on 2-D rows, not Keras's tensordot
+)
 
 
-def patch_tf_sam(sam):
-    """Applies every fix to `sam` (a transformers TFSamModel) and returns it."""
+class UnsupportedTransformersError(RuntimeError):
+    """The installed transformers is outside the range keras-sam's TFSamModel fixes support."""
+
+
+def check_transformers_version(version=None):
+    """Raises UnsupportedTransformersError unless transformers is in SUPPORTED_TRANSFORMERS.
+
+    Args:
+        version: the version to check; the installed transformers' by default.
+    """
+    version = Version(version or transformers.__version__)
+    low, high = SUPPORTED_TRANSFORMERS
+    if not low <= version < high:
+        raise UnsupportedTransformersError(
+            f"keras-sam's fixes to TFSamModel support transformers >={low},<{high}; transformers "
+            f"{version} is installed. Install a supported release: pip install 'transformers>={low},<{high}'")
+
+
+def patch_tf_sam(sam, speed=SPEED_REWRITES):
+    """Applies the correctness fixes (1 to 3) and the chosen speed rewrites to `sam`; returns it.
+
+    Args:
+        sam: a transformers TFSamModel.
+        speed: names from SPEED_REWRITES to apply (all by default; () for none). Each computes
+            what transformers computes, to float32 rounding.
+
+    Raises:
+        UnsupportedTransformersError: transformers outside SUPPORTED_TRANSFORMERS.
+        ValueError: an unknown speed rewrite.
+    """
+    check_transformers_version()
+    speed = tuple(speed or ())
+    unknown = sorted(set(speed) - set(SPEED_REWRITES))
+    if unknown:
+        raise ValueError(f"unknown speed rewrite(s) {', '.join(map(repr, unknown))}; choose among "
+                         f"{', '.join(SPEED_REWRITES)}")
+    # Correctness, always.
     patch_positional_embedding(sam.shared_image_embedding)
     for layer in _layers(sam):
         if isinstance(layer, TFSamAttention):
-            patch_attention(layer)
+            patch_attention(layer, block_diagonal="block_attention" in speed)
         track_without_dots(layer)
+    # Speed, as chosen.
     decoder = sam.mask_decoder
-    for layer in decoder.submodules:
-        if isinstance(layer, (keras.layers.LayerNormalization, TFSamLayerNorm)):
-            patch_layer_norm(layer)
-    decoder.activation = gelu_in_float32
-    decoder.call = types.MethodType(_pixel_rows_decoder_call, decoder)
-    for layer in sam.vision_encoder.submodules:
-        if isinstance(layer, TFSamVisionAttention):
-            patch_vision_attention(layer)
-    for layer in sam.submodules:
-        if isinstance(layer, TFSamMLPBlock):
-            layer.call = types.MethodType(_mlp_call, layer)
-        elif isinstance(layer, TFSamFeedForward):
-            layer.call = types.MethodType(_feed_forward_rows_call, layer)
+    if "decoder_layer_norms" in speed:
+        for layer in decoder.submodules:
+            if isinstance(layer, (keras.layers.LayerNormalization, TFSamLayerNorm)):
+                patch_layer_norm(layer)
+    if "decoder_gelu" in speed:
+        decoder.activation = gelu_in_float32
+    if "upscaling_rows" in speed:
+        decoder.call = types.MethodType(_pixel_rows_decoder_call, decoder)
+    if "vision_attention" in speed:
+        for layer in sam.vision_encoder.submodules:
+            if isinstance(layer, TFSamVisionAttention):
+                patch_vision_attention(layer)
+    if "dense_rows" in speed:
+        for layer in sam.submodules:
+            if isinstance(layer, TFSamMLPBlock):
+                layer.call = types.MethodType(_mlp_call, layer)
+            elif isinstance(layer, TFSamFeedForward):
+                layer.call = types.MethodType(_feed_forward_rows_call, layer)
     return sam
 
 
@@ -103,10 +158,10 @@ def patch_positional_embedding(layer):
     return layer
 
 
-def patch_attention(layer):
-    """Fix 2 (and 4) on one TFSamAttention: scores and softmax in float32 under any precision
-    policy, the heads of the longer side never transposed."""
-    layer.call = types.MethodType(_block_attention_call, layer)
+def patch_attention(layer, block_diagonal=True):
+    """Fix 2 on one TFSamAttention: scores and softmax in float32 under any precision policy;
+    with `block_diagonal` (fix 4), the heads of the longer side are never transposed."""
+    layer.call = types.MethodType(_block_attention_call if block_diagonal else _float32_attention_call, layer)
     return layer
 
 
@@ -140,6 +195,17 @@ def _rank2_positional_call(self, input_coords, input_shape=None):
     projected = 2 * math.pi * projected
     embedding = tf.concat([tf.sin(projected), tf.cos(projected)], axis=-1)
     return tf.cast(embedding, self.compute_dtype)
+
+
+def _float32_attention_call(self, query, key, value):
+    """TFSamAttention.call with its scores scaled and their softmax taken in float32 (fix 2)."""
+    query, key, value = self.q_proj(query), self.k_proj(key), self.v_proj(value)
+    point_batch = shape_list(query)[1]
+    query, key, value = (self._separate_heads(x, self.num_attention_heads) for x in (query, key, value))
+    scores = tf.matmul(query, key, transpose_b=True)
+    weights = tf.nn.softmax(tf.cast(scores, tf.float32) / math.sqrt(query.shape[-1]), axis=-1)
+    out = tf.matmul(tf.cast(weights, value.dtype), value)
+    return self.out_proj(self._recombine_heads(out, point_batch))
 
 
 def _block_attention_call(self, query, key, value):

@@ -16,7 +16,7 @@ from PIL import Image
 
 from conftest import tiny_segmenter
 from keras_sam import processor_for_config, tiny_sam_config
-from keras_sam.callbacks import MaskOverlayCallback
+from keras_sam.callbacks import LearningRateLogger, MaskOverlayCallback
 from keras_sam.data import PromptOptions, build_dataset, find_records, read_lesions
 
 EPOCHS = 3
@@ -54,7 +54,7 @@ def fitted_run(phantom_dir, tmp_path_factory):
     model.fit(train.map(lambda x, y: ({**x, "input_points": x["input_boxes"][:, None, :2],
                                         "input_labels": tf.ones_like(x["input_boxes"][:, :1], tf.int32)}, y)),
               validation_data=val, epochs=EPOCHS, verbose=0,
-              callbacks=[keras.callbacks.TensorBoard(log_dir), overlay])
+              callbacks=[LearningRateLogger(), keras.callbacks.TensorBoard(log_dir), overlay])
     return log_dir, png_dir, overlay, model
 
 

@@ -41,6 +41,11 @@ def test_fit_lowers_the_loss(trained):
     assert losses[-1] < losses[0] - 0.05, losses
 
 
+def test_fit_adds_nothing_to_the_logs_the_user_did_not_ask_for(trained):
+    _, _, history, _ = trained
+    assert set(history.history) == {"loss", "dice", "iou", "iou_head_loss"}
+
+
 def test_frozen_encoders_stay_bit_identical_and_the_decoder_changes(trained):
     model, before, _, _ = trained
     assert same_weights(before["vision_encoder"], model.sam.vision_encoder)

@@ -75,19 +75,16 @@ def test_the_decoder_rewrites_compute_what_transformers_computes(multimask_outpu
 
     keras.utils.set_random_seed(3)
     sam = TFSamModel(tiny_sam_config())
-    rng = np.random.default_rng(3)
-    side = sam.config.vision_config.image_size // sam.config.vision_config.patch_size
-    inputs = {
-        "image_embeddings": rng.normal(size=(2, sam.config.vision_config.output_channels, side, side)).astype(np.float32),
-        "input_boxes": rng.uniform(10, 200, size=(2, prompt_sets, 4)).astype(np.float32),
-        "input_points": rng.uniform(10, 200, size=(2, prompt_sets, 3, 2)).astype(np.float32),
-        "input_labels": rng.integers(0, 2, size=(2, prompt_sets, 3)).astype(np.int32),
-    }
-    masks, scores, gradients = decoder_outputs_and_gradients(sam, inputs, multimask_output)
+    inputs = _decoder_inputs(sam, prompt_sets)
+    expected = decoder_outputs_and_gradients(sam, inputs, multimask_output)
     patch_tf_sam(sam)
     assert sam.mask_decoder.activation is gelu_in_float32
-    patched_masks, patched_scores, patched_gradients = decoder_outputs_and_gradients(sam, inputs, multimask_output)
+    assert_same_decoder(decoder_outputs_and_gradients(sam, inputs, multimask_output), expected)
 
+
+def assert_same_decoder(patched, expected):
+    """Masks, scores and gradients (decoder_outputs_and_gradients) equal to float32 rounding."""
+    (patched_masks, patched_scores, patched_gradients), (masks, scores, gradients) = patched, expected
     np.testing.assert_allclose(patched_masks, masks, atol=1e-5 * np.abs(masks).max())
     np.testing.assert_allclose(patched_scores, scores, atol=1e-5)
     assert patched_gradients.keys() == gradients.keys() and len(gradients) > 50
@@ -237,3 +234,95 @@ def test_the_bfloat16_image_encoder_holds_the_scores_of_few_heads_at_a_time():
     (both_peak, both_sum), (one_peak, one_sum) = json.loads(run.stdout.strip().splitlines()[-1])
     assert one_sum == both_sum
     assert one_peak <= both_peak - 0.9 * head_bytes, (one_peak, both_peak)
+
+
+def _decoder_inputs(sam, prompt_sets=1):
+    """Random image embeddings and box and point prompts for a tiny TFSamModel's decoder."""
+    rng = np.random.default_rng(3)
+    side = sam.config.vision_config.image_size // sam.config.vision_config.patch_size
+    return {
+        "image_embeddings": rng.normal(size=(2, sam.config.vision_config.output_channels, side, side)).astype(np.float32),
+        "input_boxes": rng.uniform(10, 200, size=(2, prompt_sets, 4)).astype(np.float32),
+        "input_points": rng.uniform(10, 200, size=(2, prompt_sets, 3, 2)).astype(np.float32),
+        "input_labels": rng.integers(0, 2, size=(2, prompt_sets, 3)).astype(np.int32),
+    }
+
+
+@pytest.mark.parametrize("speed", [(), *[(name,) for name in
+                                        ("decoder_layer_norms", "decoder_gelu", "block_attention",
+                                         "upscaling_rows", "dense_rows")]], ids=lambda speed: speed[0] if speed else "none")
+def test_each_speed_rewrite_alone_computes_what_transformers_computes(speed):
+    # The correctness fixes alone, or with one speed rewrite: the same masks, scores and decoder
+    # gradients as transformers' own code, to float32 rounding.
+    from transformers import TFSamModel
+
+    from keras_sam import tiny_sam_config
+    from keras_sam.tf_sam_patches import patch_tf_sam
+
+    keras.utils.set_random_seed(3)
+    sam = TFSamModel(tiny_sam_config())
+    inputs = _decoder_inputs(sam)
+    expected = decoder_outputs_and_gradients(sam, inputs, True)
+    patch_tf_sam(sam, speed=speed)
+    assert_same_decoder(decoder_outputs_and_gradients(sam, inputs, True), expected)
+
+
+@pytest.mark.parametrize("speed", [(), ("vision_attention",), ("dense_rows",)],
+                         ids=lambda speed: speed[0] if speed else "none")
+def test_each_image_encoder_rewrite_alone_computes_what_transformers_computes(speed):
+    from keras_sam.tf_sam_patches import patch_tf_sam
+
+    reference = image_embeddings_with_random_positions()
+    patched = image_embeddings_with_random_positions(patch=lambda sam: patch_tf_sam(sam, speed=speed))
+    np.testing.assert_allclose(patched, reference, atol=1e-5 * np.abs(reference).max())
+
+
+def test_without_speed_rewrites_only_the_correctness_fixes_are_applied():
+    from transformers import TFSamModel
+    from transformers.models.sam.modeling_tf_sam import TFSamAttention, TFSamMaskDecoder
+
+    from keras_sam import tiny_sam_config
+    from keras_sam.tf_sam_patches import (_float32_attention_call, _rank2_positional_call, gelu_in_float32,
+                                          patch_tf_sam)
+
+    sam = patch_tf_sam(TFSamModel(tiny_sam_config()), speed=())
+    assert sam.shared_image_embedding.call.__func__ is _rank2_positional_call
+    attentions = [layer for layer in sam.submodules if isinstance(layer, TFSamAttention)]
+    assert attentions and all(layer.call.__func__ is _float32_attention_call for layer in attentions)
+    assert sam.mask_decoder.call.__func__ is TFSamMaskDecoder.call
+    assert sam.mask_decoder.activation is not gelu_in_float32
+
+
+def test_an_unknown_speed_rewrite_is_refused_with_the_choices():
+    from transformers import TFSamModel
+
+    from keras_sam import tiny_sam_config
+    from keras_sam.tf_sam_patches import patch_tf_sam
+
+    with pytest.raises(ValueError, match="unknown speed rewrite.*'fast'.*decoder_layer_norms"):
+        patch_tf_sam(TFSamModel(tiny_sam_config()), speed=("fast",))
+
+
+@pytest.mark.parametrize("version, supported", [("4.39.3", False), ("4.40.0", True), ("4.57.6", True),
+                                                ("5.0.0", False)])
+def test_the_transformers_version_is_checked(version, supported):
+    from keras_sam.tf_sam_patches import UnsupportedTransformersError, check_transformers_version
+
+    if supported:
+        check_transformers_version(version)
+    else:
+        with pytest.raises(UnsupportedTransformersError, match=rf"transformers {version} is installed.*>=4.40,<5"):
+            check_transformers_version(version)
+
+
+def test_patching_checks_the_installed_transformers(monkeypatch):
+    import transformers
+    from transformers import TFSamModel
+
+    from keras_sam import tiny_sam_config
+    from keras_sam.tf_sam_patches import UnsupportedTransformersError, patch_tf_sam
+
+    sam = TFSamModel(tiny_sam_config())
+    monkeypatch.setattr(transformers, "__version__", "4.30.0")
+    with pytest.raises(UnsupportedTransformersError, match="4.30.0"):
+        patch_tf_sam(sam)

@@ -7,9 +7,24 @@ The same options, arithmetic (`keras_sam.objectives`, here through `keras.ops`) 
 import keras
 from keras import ops
 
-from keras_sam import objectives
+from keras_sam import objectives, training_objective
 
 REDUCTIONS = ("sum_over_batch_size", "sum", "mean", "none", None)
+
+
+# The objective's ops in this family: keras.ops (NumPy's names, and stop_gradient).
+OPS = ops
+
+
+def replicas():
+    """How many model copies share a batch and sum their gradients: tf.distribute's replicas on
+    the TensorFlow backend (as Keras counts them for its own losses), else 1 (JAX's and PyTorch's
+    data parallelism compute one loss on the global batch)."""
+    if keras.backend.backend() != "tensorflow":
+        return 1
+    import tensorflow as tf  # only on the TensorFlow backend, where it is loaded already
+
+    return tf.distribute.get_strategy().num_replicas_in_sync
 
 
 def per_sample_arrays(y_true, y_pred, sample_weight=None):
@@ -22,15 +37,12 @@ def per_sample_arrays(y_true, y_pred, sample_weight=None):
     size = 1
     for dimension in y_true.shape[1:]:
         size *= dimension
-    y_true = objectives.flatten(ops, y_true, size)
-    y_pred = objectives.flatten(ops, ops.cast(y_pred, "float32"), size)
-    if sample_weight is None:
-        return y_true, y_pred, None, None
-    sample_weight = ops.cast(ops.convert_to_tensor(sample_weight), "float32")
-    if len(sample_weight.shape) <= 1 or all(d == 1 for d in sample_weight.shape[1:]):
-        return y_true, y_pred, None, ops.reshape(sample_weight, (-1,))
-    pixels, samples = objectives.split_pixel_weights(ops, objectives.flatten(ops, sample_weight, size))
-    return y_true, y_pred, pixels, samples
+    per_sample = False
+    if sample_weight is not None:
+        sample_weight = ops.cast(ops.convert_to_tensor(sample_weight), "float32")
+        per_sample = len(sample_weight.shape) <= 1 or all(d == 1 for d in sample_weight.shape[1:])
+    return training_objective.flatten_per_sample(OPS, y_true, ops.cast(y_pred, "float32"), sample_weight,
+                                                 size, per_sample)
 
 
 def _reduce(values, weights, reduction):
@@ -40,8 +52,11 @@ def _reduce(values, weights, reduction):
     if reduction == "sum":
         return ops.sum(weighted)
     if reduction == "mean" and weights is not None:
-        return ops.sum(weighted) / ops.maximum(ops.sum(weights), 1e-12)
-    return ops.mean(weighted)
+        mean = ops.sum(weighted) / ops.maximum(ops.sum(weights), 1e-12)
+    else:
+        mean = ops.mean(weighted)
+    # As Keras's own losses do: each replica's share of the global mean.
+    return training_objective.replica_share(mean, replicas())
 
 
 class MaskLoss(keras.losses.Loss):
@@ -76,15 +91,14 @@ class DiceLoss(MaskLoss):
         self.smooth_nr, self.smooth_dr, self.batch = smooth_nr, smooth_dr, batch
 
     def per_sample(self, y_true, logits, pixel_weights=None):
-        probs = ops.sigmoid(logits) if self.sigmoid else logits
-        return objectives.dice_loss(ops, y_true, probs, pixel_weights, squared_pred=self.squared_pred,
-                                    jaccard=self.jaccard, smooth_nr=self.smooth_nr,
-                                    smooth_dr=self.smooth_dr, batch=self.batch)
+        return objectives.dice_loss_on_logits(OPS, y_true, logits, pixel_weights, **self._dice_options())
+
+    def _dice_options(self):
+        return {"sigmoid": self.sigmoid, "squared_pred": self.squared_pred, "jaccard": self.jaccard,
+                "smooth_nr": self.smooth_nr, "smooth_dr": self.smooth_dr, "batch": self.batch}
 
     def get_config(self):
-        return {**super().get_config(), "sigmoid": self.sigmoid, "squared_pred": self.squared_pred,
-                "jaccard": self.jaccard, "smooth_nr": self.smooth_nr, "smooth_dr": self.smooth_dr,
-                "batch": self.batch}
+        return {**super().get_config(), **self._dice_options()}
 
 
 @keras.saving.register_keras_serializable(package="keras_sam")
@@ -98,9 +112,8 @@ class DiceBCELoss(DiceLoss):
         self.dice_weight, self.bce_weight = dice_weight, bce_weight
 
     def per_sample(self, y_true, logits, pixel_weights=None):
-        dice = super().per_sample(y_true, logits, pixel_weights)
-        bce = objectives.focal_loss(ops, y_true, logits, pixel_weights, alpha=None, gamma=0.0)
-        return self.dice_weight * dice + self.bce_weight * bce
+        return objectives.dice_bce_loss(OPS, y_true, logits, pixel_weights, dice_weight=self.dice_weight,
+                                        bce_weight=self.bce_weight, **self._dice_options())
 
     def get_config(self):
         return {**super().get_config(), "dice_weight": self.dice_weight, "bce_weight": self.bce_weight}
@@ -116,7 +129,7 @@ class FocalLoss(MaskLoss):
         self.alpha, self.gamma = alpha, gamma
 
     def per_sample(self, y_true, logits, pixel_weights=None):
-        return objectives.focal_loss(ops, y_true, logits, pixel_weights, alpha=self.alpha, gamma=self.gamma)
+        return objectives.focal_loss(OPS, y_true, logits, pixel_weights, alpha=self.alpha, gamma=self.gamma)
 
     def get_config(self):
         return {**super().get_config(), "alpha": self.alpha, "gamma": self.gamma}

@@ -17,11 +17,11 @@ import keras_hub
 import numpy as np
 from keras import ops
 
-from keras_sam import objectives
+from keras_sam import training_objective
 from keras_sam.components import TrainingOptions, auto
 from keras_sam.configs import processor_for_sizes
 from keras_sam.keras3.convert import assign_weights, read_checkpoint, save_pretrained
-from keras_sam.keras3.losses import DiceLoss, MaskLoss, per_sample_arrays
+from keras_sam.keras3.losses import OPS, DiceLoss, MaskLoss, per_sample_arrays, replicas
 from keras_sam.keras3.metrics import DiceScore, IoUScore, OnProbabilities
 from keras_sam.metric_routing import on_masks
 
@@ -200,6 +200,15 @@ class SamSegmenter(TrainingOptions, keras.Model):
         embeddings = self.image_encoder.predict(self._images(pixel_values), verbose=0)
         return np.transpose(np.asarray(embeddings, np.float32), (0, 3, 1, 2))
 
+    def trace_image_embeddings(self, batch_size):
+        """Prepares `image_embeddings` for calls of `batch_size` images.
+
+        Keras 3 traces (and on JAX compiles) the encoder's predict function when it first runs on
+        a batch of a size, so the encoder runs here once on zeros: the embedding cache calls this
+        on one thread before another runs the encoder.
+        """
+        self.image_embeddings(np.zeros((batch_size, 3, self.image_size, self.image_size), np.float32))
+
     def _images(self, pixel_values):
         """Processor-normalised channels-first pixels -> the [0, 1] channels-last images keras-hub's
         encoder takes (it normalises them itself)."""
@@ -281,48 +290,27 @@ class SamSegmenter(TrainingOptions, keras.Model):
             self.optimizer.build(self.trainable_variables)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        """The compiled loss on the trained mask (best of M by loss), plus the IoU head's error."""
-        y = self._targets(y)
-        pixel_weights = self._pixel_weights(sample_weight)
-        logits, iou_scores = y_pred["mask_logits"], y_pred["iou_scores"]
-        if logits.shape[1] == 1:
-            trained = logits[:, 0]
-        else:
-            per_mask = ops.stack([self._per_sample_loss(y, logits[:, m], pixel_weights)
-                                  for m in range(logits.shape[1])], axis=1)
-            best = ops.argmin(per_mask, axis=1)
-            trained = ops.take_along_axis(logits, best[:, None, None, None], axis=1)[:, 0]
-        loss = super().compute_loss(x, y[..., None], trained[..., None], pixel_weights, training=training)
-        if self.iou_loss_weight and self._component("iou_head").trainable:
-            _, _, _, sample_weights = per_sample_arrays(y, y, pixel_weights)
-            true_iou = ops.stack([self._iou(y, logits[:, m] > 0) for m in range(logits.shape[1])], axis=1)
-            squared_error = ops.mean(ops.square(iou_scores - ops.stop_gradient(true_iou)), axis=1)
-            self._iou_loss_tracker.update_state(squared_error, sample_weight=sample_weights)
-            if sample_weights is not None:
-                squared_error = squared_error * sample_weights
-            loss = loss + self.iou_loss_weight * ops.mean(squared_error)
-        return loss
+        """The compiled loss on the trained mask (best of M by loss), plus the IoU head's error:
+        `keras_sam.training_objective`'s objective, as in the tf-keras family."""
+        y, pixel_weights = self._targets(y), self._pixel_weights(sample_weight)
+        terms = training_objective.objective_terms(
+            OPS, y, y_pred, pixel_weights, lambda y, logits: self._per_sample_loss(y, logits, pixel_weights),
+            self._trained_iou_loss_weight())
+        loss = super().compute_loss(x, y[..., None], terms.trained[..., None], pixel_weights, training=training)
+        if terms.iou_loss is None:
+            return loss
+        self._iou_loss_tracker.update_state(terms.iou_errors, sample_weight=terms.sample_weights)
+        return loss + training_objective.replica_share(terms.iou_loss, replicas())
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
-        best = ops.argmax(y_pred["iou_scores"], axis=1)
-        logits = ops.take_along_axis(y_pred["mask_logits"], best[:, None, None, None], axis=1)[:, 0]
+        """Metrics on the mask the model would hand out (highest predicted IoU), as (B, G, G, 1)."""
+        logits = training_objective.highest_scored_masks(OPS, y_pred["mask_logits"], y_pred["iou_scores"])
         return super().compute_metrics(x, self._targets(y)[..., None], logits[..., None],
                                        self._pixel_weights(sample_weight))
 
-    def _iou(self, y, predicted):
-        y_true, predicted, _, _ = per_sample_arrays(y, ops.cast(predicted, "float32"))
-        return objectives.overlap_scores(ops, y_true, predicted)[1]
-
     def _per_sample_loss(self, y, logits, pixel_weights):
-        loss = self.loss
-        if isinstance(loss, MaskLoss):
-            y_true, logits, pixels, _ = per_sample_arrays(y, logits, pixel_weights)
-            return loss.per_sample(y_true, logits, pixels)
-        function = keras.losses.get(loss) if isinstance(loss, str) else loss
-        function = function.call if isinstance(function, keras.losses.Loss) else function
-        values = function(y[..., None], logits[..., None])
-        _, values, pixels, _ = per_sample_arrays(y, values, pixel_weights)
-        return ops.mean(values if pixels is None else values * pixels, axis=1)
+        return training_objective.per_sample_loss(OPS, keras, self.loss, y, logits, pixel_weights,
+                                                  per_sample_arrays, MaskLoss)
 
     def _targets(self, y):
         if y is None:
@@ -339,7 +327,7 @@ class SamSegmenter(TrainingOptions, keras.Model):
         weights = ops.cast(sample_weight, "float32")
         grid = self.mask_grid
         if len(weights.shape) <= 1 or (len(weights.shape) == 2 and weights.shape[1] == 1):
-            return ops.reshape(weights, (-1, 1, 1)) * ops.ones((1, grid, grid))
+            return training_objective.per_pixel(OPS, weights, grid)
         return _one_set("sample_weight", weights, (grid, grid),
                         f"(B,) per sample, or (B, {grid}, {grid}) or (B, 1, {grid}, {grid}) per pixel")[:, 0]
 

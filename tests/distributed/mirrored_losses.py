@@ -14,6 +14,7 @@ from transformers import TFSamModel  # noqa: E402
 sys.path.insert(0, sys.argv[1])
 from conftest import disks  # noqa: E402
 from keras_sam import SamSegmenter, tiny_sam_config  # noqa: E402
+from keras_sam.callbacks import LearningRateLogger  # noqa: E402
 
 
 def losses(strategy):
@@ -23,7 +24,7 @@ def losses(strategy):
         model = SamSegmenter(TFSamModel(tiny_sam_config()))
         model.compile(optimizer=keras.optimizers.legacy.SGD(0.05))
     dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
-    history = model.fit(dataset, epochs=3, verbose=0)
+    history = model.fit(dataset, epochs=3, verbose=0, callbacks=[LearningRateLogger()])
     return (history.history["loss"], model.evaluate(dataset, verbose=0, return_dict=True),
             history.history["learning_rate"])
 
