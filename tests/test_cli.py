@@ -42,6 +42,8 @@ def test_finetune_writes_model_logs_manifest_and_metrics(run):
     assert metrics["counts"]["per_class"]["normal"]["empty_mask_images_left_out"] == 3
     events = os.listdir(os.path.join(output, "logs", "validation"))
     assert events
+    with open(os.path.join(output, "training.csv")) as handle:  # the rate, as in TensorBoard's scalars
+        assert "learning_rate" in next(csv.reader(handle))
 
 
 def test_the_same_command_again_says_the_run_is_complete(run, capsys):

@@ -23,7 +23,8 @@ from keras_sam.app.model_source import load_segmenter
 from keras_sam.app.settings import DEMO, resolve, speed_setting_sources
 from keras_sam.app.speed import (SpeedChoice, allocator_choice, choose_jit_compile, choose_precision,
                                  cpu_supports_bfloat16, precision_policy, step_timer, too_short_to_probe)
-from keras_sam.callbacks import MaskOverlayCallback, NonFiniteLossError, StopOnNonFiniteLoss
+from keras_sam.callbacks import (LearningRateLogger, MaskOverlayCallback, NonFiniteLossError,
+                                 StopOnNonFiniteLoss)
 from keras_sam.data import (DataError, PromptOptions, build_dataset, cache_embeddings, find_records,
                             read_lesions, split_lesions, steps_per_epoch, write_busi_phantoms,
                             write_manifest)
@@ -211,6 +212,7 @@ def _fit(settings, run, plan, cache, compiled):
     overlay_samples = build_dataset(splits["val"][:OVERLAY_SAMPLES], model.processor, training=False,
                                     **_dataset_options(settings))
     callbacks = [
+        LearningRateLogger(),  # first, so TensorBoard and training.csv see the rate in the same logs
         StopOnNonFiniteLoss(),
         keras.callbacks.TensorBoard(run.logs),
         MaskOverlayCallback(overlay_samples, run.logs, max_samples=OVERLAY_SAMPLES,
