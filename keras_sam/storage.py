@@ -60,6 +60,7 @@ def atomic_directory(path):
     os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp's are owner-only; makedirs' follow the umask
     try:
         yield staging
+        _follow_umask(staging)
         if os.path.exists(path):
             retired = tempfile.mkdtemp(prefix=".replaced-", dir=parent)
             os.rename(path, os.path.join(retired, "old"))
@@ -69,6 +70,15 @@ def atomic_directory(path):
             os.rename(staging, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _follow_umask(folder):
+    """Gives every file below `folder` the mode the umask gives new files: some writers (safetensors'
+    save_file, tempfile) make theirs owner-only."""
+    mode = 0o666 & ~current_umask()
+    for root, _, files in os.walk(folder):
+        for name in files:
+            os.chmod(os.path.join(root, name), mode)
 
 
 def current_umask():

@@ -29,7 +29,8 @@ def test_finetune_writes_model_logs_manifest_and_metrics(run):
         os.listdir(output))
     TFSamModel.from_pretrained(os.path.join(output, "model"))
     metrics = json.load(open(os.path.join(output, "metrics.json")))
-    assert set(metrics) == {"test", "val", "counts", "prompts"}
+    assert set(metrics) == {"test", "val", "counts", "prompts", "kept_epoch"}
+    assert metrics["kept_epoch"] in (1, 2)
     assert metrics["prompts"] == {"kind": "box", "jitter": 20.0, "seed": 0}
     for split in ("test", "val"):
         assert set(metrics[split]) == {"finetuned", "before", "box_baseline"}
@@ -271,3 +272,16 @@ def test_a_run_trained_with_points_is_scored_with_points(phantom_dir, tmp_path):
     assert set(metrics["test"]) == {"finetuned", "before"}  # no box was drawn, so no box baseline
     rows = list(csv.DictReader(open(os.path.join(output, "test_lesions.csv"))))
     assert rows and all(row["points"] and row["labels"] and not row["box"] for row in rows)
+
+
+def test_predict_on_a_folder_leaves_out_the_images_its_box_does_not_fit(run, phantom_dir, tmp_path, capsys):
+    output, _ = run
+    folder = os.path.join(phantom_dir, "malignant")
+    names = sorted(name for name in os.listdir(folder) if "_mask" not in name)
+    fits = [name for name in names if min(Image.open(os.path.join(folder, name)).size) >= 260]
+    assert 0 < len(fits) < len(names)  # the phantoms' sizes vary
+    assert main(["predict", "--model", output, "--image", folder, "--box", "200,200,260,260",
+                 "--output", str(tmp_path / "pred")]) == 0
+    assert sorted(os.listdir(tmp_path / "pred")) == sorted(os.path.splitext(name)[0] for name in fits)
+    said = capsys.readouterr().out
+    assert said.count("left out: box 200,200,260,260 reaches outside") == len(names) - len(fits)

@@ -55,13 +55,25 @@ def test_tf_keras_slow_callback_warnings_are_dropped_and_other_warnings_kept():
     (["--help"], 0, "finetune"), (["--version"], 0, "keras-sam 0."), (["predict", "--help"], 0, "--multimask"),
     (["finetune", "--epochs", "0"], 2, "--epochs must be at least 1"), (["evaluate"], 2, "required"),
     (["finetune", "--demo", "--prompt", "circle"], 2, "invalid choice"),
+    # mistakes named before TensorFlow loads
+    (["finetune", "--data", "no-such-folder", "--model", "tiny", "--output", "o"], 2, "--data no-such-folder is not a folder"),
+    (["finetune", "--data", ".", "--output", "o"], 2, "finetune needs --model"),
+    (["predict", "--model", "tiny", "--image", "no-such.png", "--box", "1,2,3,4", "--output", "o"], 2,
+     "--image no-such.png does not exist"),
+    (["predict", "--model", "tiny", "--image", "setup.cfg", "--output", "o"], 2, "needs at least one --box"),
+    (["predict", "--model", "setup.cfg", "--image", "README.md", "--box", "1,2,3,4", "--output", "o"], 2,
+     "--model setup.cfg is a file, not a model"),
+    (["evaluate", "--model", "no-such-model", "--data", ".", "--output", "o"], 2,
+     "no such folder or file, not a model that comes with keras-sam (sam-small-shapes, tiny)"),
+    (["evaluate", "--model", "runs/no-such/model", "--data", ".", "--output", "o"], 2, "does not exist"),
 ])
 def test_help_version_and_option_errors_load_no_tensorflow(args, status, says):
     result = subprocess.run([sys.executable, "-c", "import sys\nfrom keras_sam.app.cli import main\ntry:\n"
                              "    main()\nexcept SystemExit as exit:\n    code = exit.code\n"
                              "print('LOADED', sorted(m for m in sys.modules if m.split('.')[0] in "
                              "('tensorflow', 'tf_keras', 'transformers', 'keras', 'jax')))\nsys.exit(code)", *args],
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=120,
+                            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     assert result.returncode == status, result.stderr
     assert says in result.stdout + result.stderr
     assert result.stdout.strip().splitlines()[-1] == "LOADED []"

@@ -241,9 +241,11 @@ def _run(command, args, native_logs_filtered):
     (`keras_sam.tf_allocator`; `keras-sam finetune` says which one it got); the library leaves
     that choice to the program that imports it.
     """
+    from keras_sam.app.early_checks import check_before_loading
     from keras_sam.app.quiet import quiet_tensorflow
     from keras_sam.tf_allocator import prefer_reusing_allocator
 
+    check_before_loading(command, args)
     prefer_reusing_allocator()
     quiet_tensorflow(native=native_logs_filtered)
     module, function = COMMANDS[command].split(":")

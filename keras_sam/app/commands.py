@@ -1,6 +1,5 @@
 """`keras-sam evaluate`, `keras-sam predict` and `keras-sam convert`."""
 
-import glob
 import json
 import os
 
@@ -10,11 +9,11 @@ from PIL import Image
 from keras_sam.app.errors import UsageError
 from keras_sam.app.report import best_and_worst_grid, write_lesion_csv
 from keras_sam.app.defaults import DEFAULT_JITTER
+from keras_sam.app.early_checks import image_paths
 from keras_sam.app.model_source import load_segmenter, run_folder_of
 from keras_sam.app.run_directory import RunDirectory
 from keras_sam.data import (DataError, PromptOptions, apply_manifest, build_dataset, find_records,
                             load_image, read_lesions)
-from keras_sam.data.readers import IMAGE_EXTENSIONS, is_busi_mask
 from keras_sam.evaluation import evaluate_lesions, summarize
 from keras_sam.hub import load_tf_sam
 from keras_sam.inference import PromptError, check_prompts, segment_image
@@ -26,6 +25,7 @@ from keras_sam.visualization import render_overlay
 def run_evaluate(args):
     """Scores a saved model at each image's resolution: a run's test split by default when the model
     comes from a run (or --manifest names one), every lesion in the folder otherwise."""
+    model = load_segmenter(args.model)  # first: a model that cannot be loaded fails before any reading
     run_path = run_folder_of(args.model)
     manifest_path = args.manifest or (os.path.join(run_path, "split.json") if run_path else None)
     records = find_records(args.data, args.layout, args.mask_suffix)
@@ -55,7 +55,6 @@ def run_evaluate(args):
     seed = args.seed if args.seed is not None else (run.seed if run else 0)
     jitter = args.jitter if args.jitter is not None else (run.jitter if run else DEFAULT_JITTER)
     prompt = args.prompt or (run.prompt if run else "box")
-    model = load_segmenter(args.model)
     dataset = build_dataset(lesions, model.processor, batch_size=args.batch_size, training=False,
                             seed=seed, prompts=PromptOptions(prompt, jitter=jitter), with_ids=True)
     rows, masks = evaluate_lesions(model, lesions, dataset, model.processor,
@@ -101,42 +100,25 @@ def scored_counts(lesions):
             "per_class": per_class}
 
 
-def image_paths(entries):
-    """--image values (files, folders, glob patterns) as the image files they name, in order; a
-    folder's BUSI mask files (`X_mask.png`) are not images to segment.
-
-    Raises:
-        DataError: an entry names nothing, or a folder or pattern holds no image.
-    """
-    paths = []
-    for entry in entries:
-        if os.path.isdir(entry):  # its images, leaving out BUSI's mask files beside them
-            found = [os.path.join(entry, name) for name in sorted(os.listdir(entry))
-                     if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
-                     and not is_busi_mask(name)]
-        elif os.path.exists(entry):
-            found = [entry]
-        elif glob.has_magic(entry):
-            found = sorted(path for path in glob.glob(entry) if path.lower().endswith(IMAGE_EXTENSIONS))
-        else:
-            raise DataError(f"--image {entry} does not exist")
-        if not found:
-            raise DataError(f"--image {entry} holds no image ({', '.join(IMAGE_EXTENSIONS)})")
-        paths.extend(path for path in found if path not in paths)
-    return paths
-
-
 def run_predict(args):
     """Masks at each image's own resolution for each prompt, from one image embedding an image."""
     if not args.box and not args.point:
         raise UsageError("predict needs at least one --box x0,y0,x1,y1 or --point x,y[,label]")
     paths = image_paths(args.image)
-    images = [(path, load_image(path)) for path in paths]
-    for path, image in images:  # every prompt checked on every image before anything is written
+    images = []
+    for path in paths:  # every prompt checked on every image before anything is written
+        image = load_image(path)
         try:
             check_prompts(image.shape[:2], args.box, [p[:2] for p in args.point], [p[2] for p in args.point])
         except PromptError as error:
-            raise UsageError(f"--box/--point on {path}: {error}") from error
+            if len(paths) == 1:
+                raise UsageError(f"--box/--point on {path}: {error}") from error
+            print(f"warning: {path} left out: {error}")
+            continue
+        images.append((path, image))
+    if not images:
+        raise UsageError(f"--box/--point fit none of the {len(paths)} images (see the warnings above)")
+    paths = [path for path, _ in images]
     model = load_segmenter(args.model)
     model.multimask_output = args.multimask
     names = _output_names(paths)

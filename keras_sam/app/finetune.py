@@ -304,6 +304,9 @@ def _finish(settings, run, plan, evaluation, before):
         if name == "test":
             write_lesion_csv(run.lesion_csv, rows)
             best_and_worst_grid(run.grid, rows, masks)
+    kept = run.best_epoch()
+    if kept:
+        metrics["kept_epoch"] = kept[0]
     counts = plan.lesion_set.counts()
     counts["splits"] = {name: len(lesions) for name, lesions in plan.splits.items()}
     metrics["prompts"] = {"kind": settings.prompt, "jitter": settings.jitter, "seed": settings.seed}
@@ -311,6 +314,13 @@ def _finish(settings, run, plan, evaluation, before):
     write_json(run.metrics, metrics)
 
     print("\n" + summary_table(metrics, tuple(name for name in EVALUATED_SPLITS if name in metrics)))
+    if kept:
+        print(f"\nKept the weights of epoch {kept[0]} of {settings.epochs}, the best by validation Dice "
+              f"({kept[1]:.3f} on the model's mask grid; the table scores each image at its own size).")
+    if "val" in metrics and metrics["val"]["finetuned"]["dice"] < metrics["val"]["before"]["dice"]:
+        print("note: the fine-tuned model scores below the starting model on the validation lesions: try "
+              "more epochs, another --lr, or more data (the starting model is "
+              f"{settings.model}).")
     print(f"\nModel:    {run.model}")
     print(f"Metrics:  {run.metrics}")
     print(f"Logs:     tensorboard --logdir {run.logs}")

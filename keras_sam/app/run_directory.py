@@ -134,6 +134,17 @@ class RunDirectory:
             scores = [float(row["val_dice"]) for row in csv.DictReader(handle) if row.get("val_dice")]
         return max(scores) if scores else None
 
+    def best_epoch(self):
+        """(epoch, validation Dice) of the best epoch so far, counted from 1; None before any."""
+        if not os.path.exists(self.history):
+            return None
+        with open(self.history) as handle:
+            rows = [row for row in csv.DictReader(handle) if row.get("val_dice")]
+        if not rows:
+            return None
+        best = max(rows, key=lambda row: float(row["val_dice"]))
+        return int(best["epoch"]) + 1, float(best["val_dice"])
+
     def backup(self, model):
         """The EpochBackup callback that saves `model`'s training state here after every epoch."""
         return EpochBackup(self.backup_dir, model)
