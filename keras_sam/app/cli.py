@@ -5,6 +5,7 @@
     keras-sam evaluate --model run/model --data Dataset_BUSI_with_GT --output eval
     keras-sam predict --model run/model --image case.png --box 40,60,200,180 --output pred
     keras-sam convert run/model run-model.keras          # to keras_sam.keras3 (Keras 3), and back
+    keras-sam export --model run/model --output exported  # SavedModel, ONNX, LiteRT, each checked
 """
 
 import argparse
@@ -17,6 +18,7 @@ import transformers  # noqa: E402
 
 from keras_sam.app.commands import run_convert, run_evaluate, run_predict  # noqa: E402
 from keras_sam.app.errors import TrainingStopped, UsageError  # noqa: E402
+from keras_sam.app.export_command import add_export_parser, run_export  # noqa: E402
 from keras_sam.app.finetune import run_finetune  # noqa: E402
 from keras_sam.app.settings import DEFAULT_JITTER, DEFAULT_PRESET, DEMO, MODEL_PRESETS  # noqa: E402
 from keras_sam.app.speed import MIN_STEPS_TO_PROBE  # noqa: E402
@@ -26,7 +28,8 @@ from keras_sam.hub import ModelLoadError  # noqa: E402
 from keras_sam.losses import LOSSES  # noqa: E402
 
 EXIT_USAGE = 2
-COMMANDS = {"finetune": run_finetune, "evaluate": run_evaluate, "predict": run_predict, "convert": run_convert}
+COMMANDS = {"finetune": run_finetune, "evaluate": run_evaluate, "predict": run_predict, "convert": run_convert,
+            "export": run_export}
 
 
 def _number(name, kind, valid, rule):
@@ -163,7 +166,8 @@ def build_parser():
     convert.add_argument("source", help="a checkpoint folder (tf_model.h5 or model.safetensors), a "
                                         "shipped model's name, or a .keras file of keras_sam.keras3")
     convert.add_argument("target", help="a .keras file, or a folder for a transformers checkpoint")
-    for command in (parser, finetune, evaluate, predict, convert):
+    export = add_export_parser(commands)
+    for command in (parser, finetune, evaluate, predict, convert, export):
         command.error = _fail  # one line, exit status 2
     return parser
 
