@@ -11,6 +11,7 @@ import tensorflow as tf
 from PIL import Image
 
 from conftest import tiny_segmenter
+from keras_sam import SamSegmenter
 from keras_sam.app.cli import main
 from keras_sam.export import ExportCheckFailed, ExportError, exporter, formats
 from keras_sam.export import checks, image_ops
@@ -262,11 +263,16 @@ def test_the_readme_deploy_snippets_run(exported, tmp_path):
     snippets = re.findall(r"```python\n(# runtime: (\w+)\n.*?)```", section, flags=re.S)
     assert {runtime for _, runtime in snippets} == set(formats.FORMATS)
     image = checks.sample_images()[0][0]
+    reference = segment_image(SamSegmenter.from_pretrained("sam-small-shapes"), image, boxes=[[40, 30, 200, 160]])
     Image.fromarray(image).save(tmp_path / "case.png")
+    np.save(tmp_path / "case.npy", image)
     for code, runtime in snippets:
         if runtime not in INSTALLED:
             continue
-        code = code.replace('"exported/', f'"{output}/').replace('"case.png"', f'"{tmp_path}/case.png"')
+        code = (code.replace('"exported/', f'"{output}/').replace('"case.png"', f'"{tmp_path}/case.png"')
+                .replace('"case.npy"', f'"{tmp_path}/case.npy"'))
         namespace = {}
         exec(compile(code, f"README {runtime}", "exec"), namespace)
         assert namespace["mask"].shape == (300, 420) and namespace["mask"].dtype == np.uint8, runtime
+        # The same mask as keras-sam's for that box.
+        assert checks.dice(namespace["mask"], reference.masks[0]) >= 0.99, runtime
