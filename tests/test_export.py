@@ -276,3 +276,20 @@ def test_the_readme_deploy_snippets_run(exported, tmp_path):
         assert namespace["mask"].shape == (300, 420) and namespace["mask"].dtype == np.uint8, runtime
         # The same mask as keras-sam's for that box.
         assert checks.dice(namespace["mask"], reference.masks[0]) >= 0.99, runtime
+
+
+def test_a_keras3_file_loads_for_export_with_the_same_predictions(tmp_path):
+    pytest.importorskip("keras_hub")
+    assert main(["convert", "sam-small-shapes", str(tmp_path / "model.keras")]) == 0
+    model = exporter.load_model(str(tmp_path / "model.keras"))
+    shipped = SamSegmenter.from_pretrained("sam-small-shapes")
+    image, boxes, _, _ = checks.sample_images()[0]
+    got, expected = segment_image(model, image, boxes=boxes), segment_image(shipped, image, boxes=boxes)
+    np.testing.assert_allclose(got.logits, expected.logits, atol=1e-4)
+    np.testing.assert_allclose(got.scores, expected.scores, atol=1e-5)
+
+
+def test_a_keras_file_that_is_not_a_sam_names_the_path(tmp_path):
+    (tmp_path / "broken.keras").write_text("not a zip")
+    with pytest.raises(ExportError, match="broken.keras is not a SAM model keras-sam can load"):
+        exporter.load_model(str(tmp_path / "broken.keras"))
