@@ -17,6 +17,7 @@ from keras_sam.export.formats import ExportCheckFailed, ExportError
 from keras_sam.export.graph_names import SIGNATURES
 from keras_sam.storage import atomic_directory, write_json
 
+QUANTIZABLE = ("onnx", "litert")
 NOT_A_SAM = ("{path} is not a SAM model keras-sam can load: give a run's model/ folder, a save_pretrained "
              "folder, sam-small-shapes or a Keras 3 .keras file")
 
@@ -78,7 +79,8 @@ def export_model(model, output, *, formats_to_write=None, quantize="none", overw
 
     Args:
         model: what `load_model` takes.
-        output: the folder to create (it gets `savedmodel/`, `onnx/`, `litert/`, `export.json`).
+        output: the folder to create (it gets `savedmodel/`, `onnx/`, `litert/`, `transformers/`,
+            `export.json`).
         formats_to_write: a list among `keras_sam.export.formats.FORMATS`, or a comma-separated
             string; None for every format whose packages are installed.
         quantize: "none", "float16" or "int8" (ONNX and LiteRT; the SavedModel stays float32).
@@ -118,10 +120,13 @@ def export_model(model, output, *, formats_to_write=None, quantize="none", overw
         for name in names:
             started = time.perf_counter()
             folder = os.path.join(staging, name)
+            if name == "transformers":
+                _export_transformers(segmenter, folder, samples, report, started, log)
+                continue
             files = _write(name, segmenter, folder, quantize)
             artefact = _open(name, folder)
             figures = checks.agreement(artefact, samples, references)
-            applied = quantize if name != "savedmodel" else "none"
+            applied = quantize if name in QUANTIZABLE else "none"
             needed = checks.MIN_DICE[applied]
             passed = figures["dice_min"] >= needed
             report["formats"][name] = {"folder": name, "files": files, "quantize": applied,
@@ -136,6 +141,31 @@ def export_model(model, output, *, formats_to_write=None, quantize="none", overw
                     f"images; nothing was written to {output}")
         write_json(os.path.join(staging, "export.json"), report)
     return report
+
+
+# Most a transformers checkpoint read back may differ from the model in mask logits (float32 rounding).
+MAX_LOGIT_DIFFERENCE = 1e-3
+
+
+def _export_transformers(segmenter, folder, samples, report, started, log):
+    """The transformers 5 checkpoint folder, checked by reading it back into TFSamModel."""
+    from keras_sam.export.transformers_format import round_trip_agreement, write_transformers
+
+    files = write_transformers(segmenter, folder)
+    figures = round_trip_agreement(segmenter, folder, samples)
+    passed = figures["logit_max_difference"] <= MAX_LOGIT_DIFFERENCE
+    report["formats"]["transformers"] = {
+        "folder": "transformers", "files": files, "quantize": "none", **figures,
+        "logit_difference_allowed": MAX_LOGIT_DIFFERENCE, "passed": passed, "size_bytes": _size(folder),
+        "seconds": round(time.perf_counter() - started, 1),
+        "checked": "read back into transformers 4's TFSamModel; for PyTorch transformers 5 run "
+                   "scripts/check_transformers_export.py in an environment with torch and transformers>=5"}
+    log(f"transformers: {', '.join(files)}; read back into TFSamModel, mask logits within "
+        f"{figures['logit_max_difference']:.2g} of keras-sam's")
+    if not passed:
+        raise ExportCheckFailed(f"transformers checkpoint read back differs from the model by "
+                                f"{figures['logit_max_difference']:.3g} in the mask logits (allowed "
+                                f"{MAX_LOGIT_DIFFERENCE}); nothing was written")
 
 
 def contract(segmenter):

@@ -22,9 +22,13 @@ REQUIREMENTS = {
     "savedmodel": ("tensorflow",),
     "onnx": ("tf2onnx", "onnx", "onnxruntime"),
     "litert": ("ai_edge_litert",),
+    # Written through keras-sam's checkpoint conversion, which lives with the Keras 3 family.
+    "transformers": ("safetensors", "keras", "keras_hub"),
 }
+# The pip extra that provides each format's packages.
+EXTRAS = {"transformers": "pip install 'keras-sam[keras3]'"}
 FORMATS = tuple(REQUIREMENTS)
-PIP_NAMES = {"ai_edge_litert": "ai-edge-litert"}
+PIP_NAMES = {"ai_edge_litert": "ai-edge-litert", "keras_hub": "keras-hub"}
 
 
 def missing_modules(name):
@@ -58,7 +62,7 @@ def parse_formats(text):
         missing = missing_modules(name)
         if missing:
             raise ExportError(f"format {name} needs {', '.join(_pip_names(missing))}, not installed: "
-                              f"{EXPORT_EXTRA}")
+                              f"{EXTRAS.get(name, EXPORT_EXTRA)}")
     return [name for name in FORMATS if name in asked], {}
 
 
