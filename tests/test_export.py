@@ -21,6 +21,8 @@ from keras_sam.inference import segment_image
 from keras_sam.preprocessing import preprocess_image
 
 INSTALLED = [name for name in formats.FORMATS if not formats.missing_modules(name)]
+RUNTIMES = ("savedmodel", "onnx", "litert")  # the formats holding the four functions
+INSTALLED_RUNTIMES = [name for name in RUNTIMES if name in INSTALLED]
 
 
 # ------------------------------------------------------------------ the graph's processing
@@ -126,7 +128,7 @@ class _InProcess:
 
 # ------------------------------------------------------------------ requests and errors
 @pytest.mark.parametrize("argv, message", [
-    (["--format", "onnx,tensorrt"], "unknown --format tensorrt; valid formats: savedmodel, onnx, litert"),
+    (["--format", "onnx,tensorrt"], "unknown --format tensorrt; valid formats: savedmodel, onnx, litert, transformers"),
     (["--model", "{tmp}/notes.txt"], "notes.txt is not a SAM model keras-sam can load"),
     (["--model", "{tmp}/empty-folder"], "empty-folder is not a SAM model keras-sam can load"),
     (["--output", "{tmp}/full"], "already holds something; pass --overwrite"),
@@ -194,12 +196,16 @@ def test_every_installed_format_agrees_with_keras_sam(exported):
     _, report = exported
     assert sorted(report["formats"]) == sorted(INSTALLED)
     for name, figures in report["formats"].items():
+        if name == "transformers":
+            assert figures["passed"] and figures["logit_max_difference"] <= 1e-3, figures
+            assert {"config.json", "model.safetensors", "preprocessor_config.json"} == set(figures["files"])
+            continue
         assert figures["passed"] and figures["dice_min"] >= 0.99, (name, figures)
         assert figures["prompts"] == 15 and figures["score_max_difference"] < 1e-3, (name, figures)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", formats.FORMATS)
+@pytest.mark.parametrize("name", RUNTIMES)
 def test_each_artefact_has_the_contract_names_dtypes_and_shapes(exported, name):
     if name not in INSTALLED:
         pytest.skip(f"{name} is not installed")
@@ -245,7 +251,7 @@ def test_onnx_inputs_carry_the_contract_names(exported):
 @pytest.mark.slow
 def test_bad_inputs_never_crash_a_runtime(exported):
     output, _ = exported
-    for name in INSTALLED:
+    for name in INSTALLED_RUNTIMES:
         artefact = open_artefact(name, os.path.join(output, name))
         image = checks.sample_images()[0][0]
         for bad in (image[..., :1], np.concatenate([image, image[..., :1]], -1)):
@@ -261,7 +267,7 @@ def test_the_readme_deploy_snippets_run(exported, tmp_path):
     readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
     section = readme[readme.index("## Deploy"):]
     snippets = re.findall(r"```python\n(# runtime: (\w+)\n.*?)```", section, flags=re.S)
-    assert {runtime for _, runtime in snippets} == set(formats.FORMATS)
+    assert {runtime for _, runtime in snippets} == set(RUNTIMES)
     image = checks.sample_images()[0][0]
     reference = segment_image(SamSegmenter.from_pretrained("sam-small-shapes"), image, boxes=[[40, 30, 200, 160]])
     Image.fromarray(image).save(tmp_path / "case.png")
