@@ -1,10 +1,11 @@
-"""Export: a fine-tuned SAM out of Python and TensorFlow, into SavedModel, ONNX and LiteRT.
+"""Export: a fine-tuned SAM out of Python and TensorFlow, into SavedModel, ONNX, LiteRT and a
+transformers 5 (PyTorch) checkpoint.
 
     from keras_sam.export import export_model
     report = export_model("keras-sam-demo/model", "exported")     # every installed format, checked
 
-Each format holds four functions with one contract (`keras_sam.export.graph`): `segment`,
-`embed`, `decode` and `decode_points`. `keras_sam.export.runtimes.open_artefact` runs them.
+SavedModel, ONNX and LiteRT hold four functions with one contract (`keras_sam.export.graph`):
+`segment`, `embed`, `decode` and `decode_points`. `keras_sam.export.runtimes.open_artefact` runs them.
 TensorFlow is imported only when a model is exported or opened.
 """
 
