@@ -68,8 +68,10 @@ def pil_bilinear_matrix(in_size, out_size, padded_size):
     sources = tf.range(in_size, dtype=tf.float32) + 0.5
     weights = tf.nn.relu(1.0 - tf.abs(sources[None, :] - centres[:, None]) / support)
     totals = tf.reduce_sum(weights, axis=1, keepdims=True)
-    valid = tf.cast(tf.range(padded_size) < out_size, tf.float32)[:, None]
-    return weights / tf.maximum(totals, 1e-12) * valid
+    valid = tf.range(padded_size)[:, None] < out_size
+    # Padding rows have no weight at all; dividing them by 1 rather than by a tiny floor, which
+    # LiteRT's float16 quantisation rounds to 0 (0/0 made every pixel NaN).
+    return tf.where(valid, weights / tf.where(totals > 0, totals, tf.ones_like(totals)), tf.zeros_like(weights))
 
 
 def bilinear_matrix(in_size, out_size):
