@@ -299,3 +299,16 @@ def test_a_keras_file_that_is_not_a_sam_names_the_path(tmp_path):
     (tmp_path / "broken.keras").write_text("not a zip")
     with pytest.raises(ExportError, match="broken.keras is not a SAM model keras-sam can load"):
         exporter.load_model(str(tmp_path / "broken.keras"))
+
+
+@pytest.mark.slow
+def test_a_float16_onnx_export_is_checked_and_smaller(exported, tmp_path):
+    if "onnx" not in INSTALLED:
+        pytest.skip("onnx is not installed")
+    _, float32 = exported
+    report = exporter.export_model("sam-small-shapes", tmp_path / "half", formats_to_write=["onnx"],
+                                   quantize="float16", log=None)
+    figures = report["formats"]["onnx"]
+    assert figures["quantize"] == "float16" and figures["dice_needed"] == 0.97
+    assert figures["passed"] and figures["dice_min"] >= 0.97, figures
+    assert figures["size_bytes"] < 0.7 * float32["formats"]["onnx"]["size_bytes"]
