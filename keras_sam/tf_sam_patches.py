@@ -341,8 +341,9 @@ def _pixel_rows_decoder_call(self, image_embeddings, image_positional_embeddings
                         axis=2)
     masks = tf.matmul(hyper_in, tf.reshape(rows, (batch, point_batch, -1, rows.shape[-1])), transpose_b=True)
     # (..., y, x, dy1, dx1, dy2, dx2) -> image order: row 4y + 2dy1 + dy2, column 4x + 2dx1 + dx2.
-    masks = tf.reshape(masks, (batch, point_batch, self.num_mask_tokens, height, width, 2, 2, 2, 2))
-    masks = tf.reshape(tf.transpose(masks, (0, 1, 2, 3, 5, 7, 4, 6, 8)),
+    # The leading axes and y stay in place, merged into one: a rank-6 transpose, the most LiteRT takes.
+    masks = tf.reshape(masks, (-1, width, 2, 2, 2, 2))
+    masks = tf.reshape(tf.transpose(masks, (0, 2, 4, 1, 3, 5)),
                        (batch, point_batch, self.num_mask_tokens, 4 * height, 4 * width))
     iou_pred = self.iou_prediction_head(point_embedding[:, :, 0, :])
     kept = slice(1, None) if multimask_output else slice(0, 1)

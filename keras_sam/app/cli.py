@@ -5,6 +5,7 @@
     keras-sam evaluate --model run/model --data Dataset_BUSI_with_GT --output eval
     keras-sam predict --model run/model --image case.png --box 40,60,200,180 --output pred
     keras-sam convert run/model run-model.keras          # to keras_sam.keras3 (Keras 3), and back
+    keras-sam export --model run/model --output exported  # SavedModel, ONNX, LiteRT, each checked
 """
 
 import argparse
@@ -15,6 +16,7 @@ from keras_sam import __version__
 from keras_sam.app.defaults import (DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_JITTER, DEFAULT_PRESET, DEMO,
                                     LOSS_NAMES, MIN_STEPS_TO_PROBE, MODEL_PRESETS)
 from keras_sam.app.errors import UsageError
+from keras_sam.app.export_command import add_export_parser
 from keras_sam.components import COMPONENTS
 from keras_sam.data.prompt_options import PROMPT_KINDS
 from keras_sam.data.readers import LAYOUTS
@@ -24,7 +26,8 @@ EXIT_USAGE = 2
 # What each command runs, imported only once the arguments are parsed: those modules load
 # TensorFlow, which takes seconds that --help, --version and a mistyped option should not cost.
 COMMANDS = {"finetune": "keras_sam.app.finetune:run_finetune", "evaluate": "keras_sam.app.commands:run_evaluate",
-            "predict": "keras_sam.app.commands:run_predict", "convert": "keras_sam.app.commands:run_convert"}
+            "predict": "keras_sam.app.commands:run_predict", "convert": "keras_sam.app.commands:run_convert",
+            "export": "keras_sam.app.export_command:run_export"}
 
 
 def _number(name, kind, valid, rule):
@@ -229,7 +232,8 @@ def build_parser():
     convert.add_argument("source", help="a checkpoint folder (tf_model.h5 or model.safetensors), a "
                                         "shipped model's name, or a .keras file of keras_sam.keras3")
     convert.add_argument("target", help="a .keras file, or a folder for a transformers checkpoint")
-    for each in (parser, finetune, evaluate, predict, convert):
+    export = add_export_parser(commands)
+    for each in (parser, finetune, evaluate, predict, convert, export):
         each.error = _fail  # one line, exit status 2
     return parser
 

@@ -20,7 +20,7 @@ def check_before_loading(command, args):
         resolve(args)
     if command in ("finetune", "evaluate") and args.data and not os.path.isdir(args.data):
         raise UsageError(f"--data {args.data} is not a folder")
-    if command in ("evaluate", "predict") or (command == "finetune" and args.model):
+    if command in ("evaluate", "predict", "export") or (command == "finetune" and args.model):
         check_model_value(args.model)
     if command == "predict":
         if not args.box and not args.point:

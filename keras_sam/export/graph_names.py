@@ -1,0 +1,3 @@
+"""The names of the exported functions, importable without TensorFlow."""
+
+SIGNATURES = ("segment", "embed", "decode", "decode_points")

@@ -1,0 +1,105 @@
+"""Writing the four functions of a `SamExportModule` in each format.
+
+    savedmodel/   one SavedModel, signatures segment, embed, decode, decode_points (serving_default = segment)
+    onnx/         segment.onnx, embed.onnx, decode.onnx, decode_points.onnx
+    litert/       segment.tflite, embed.tflite, decode.tflite, decode_points.tflite
+
+Every file takes any image size: LiteRT's inputs have dynamic dimensions, which its interpreter's
+signature runner resizes to each call's inputs (a plain `Interpreter` needs `resize_tensor_input`
+and `allocate_tensors` first, see the README).
+"""
+
+import os
+import shutil
+import tempfile
+
+import tensorflow as tf
+
+from keras_sam.export.graph import SIGNATURES
+
+ONNX_OPSET = 17
+
+
+def write_savedmodel(module, folder):
+    """One SavedModel with the four signatures; `serving_default` is `segment`.
+
+    Returns:
+        The files written, relative to `folder`'s parent.
+    """
+    functions = module.concrete_functions()
+    tf.saved_model.save(module, folder, signatures={**functions, "serving_default": functions["segment"]})
+    return [os.path.basename(folder)]
+
+
+def write_onnx(module, folder, quantize="none"):
+    """One .onnx file per function, converted by tf2onnx.
+
+    Args:
+        module: a SamExportModule whose model computes GELU with erf (ONNX has no erfc).
+        folder: where to write them.
+        quantize: "none"; "float16" (weights and arithmetic in float16, inputs and outputs as in
+            the contract); "int8" (dynamic quantisation of the matmul weights).
+
+    Returns:
+        The file names written.
+    """
+    import tf2onnx
+
+    os.makedirs(folder, exist_ok=True)
+    names = []
+    for name in SIGNATURES:
+        function = getattr(module, name)
+        path = os.path.join(folder, f"{name}.onnx")
+        model_proto, _ = tf2onnx.convert.from_function(function, input_signature=function.input_signature,
+                                                       opset=ONNX_OPSET)
+        _save_onnx(model_proto, path, quantize)
+        names.append(f"{name}.onnx")
+    return names
+
+
+def _save_onnx(model_proto, path, quantize):
+    import onnx
+
+    if quantize == "float16":
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+        # Ops whose float16 kernels onnxruntime's CPU provider lacks or where float16 is too coarse
+        # (the mask geometry) stay float32.
+        model_proto = convert_float_to_float16(model_proto, keep_io_types=True,
+                                               op_block_list=["Resize", "Range", "Erf", "Sin", "Cos"])
+    onnx.save(model_proto, path)
+    if quantize == "int8":
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+        quantize_dynamic(path, path, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+
+
+def write_litert(module, folder, quantize="none"):
+    """One .tflite file per function, LiteRT builtin ops only, its signature named after it.
+
+    Args:
+        module: a SamExportModule.
+        folder: where to write them.
+        quantize: "none"; "float16" (float16 weights); "int8" (dynamic-range int8 weights).
+
+    Returns:
+        The file names written.
+    """
+    os.makedirs(folder, exist_ok=True)
+    # Converted from a SavedModel, so that each file's signature carries the function's name
+    # (from a concrete function it would be "serving_default").
+    staging = tempfile.mkdtemp(prefix=".savedmodel-", dir=os.path.dirname(os.path.abspath(folder)))
+    try:
+        tf.saved_model.save(module, staging, signatures=module.concrete_functions())
+        names = []
+        for name in SIGNATURES:
+            converter = tf.lite.TFLiteConverter.from_saved_model(staging, signature_keys=[name])
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+            if quantize in ("float16", "int8"):
+                converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            if quantize == "float16":
+                converter.target_spec.supported_types = [tf.float16]
+            with open(os.path.join(folder, f"{name}.tflite"), "wb") as handle:
+                handle.write(converter.convert())
+            names.append(f"{name}.tflite")
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return names
