@@ -129,7 +129,7 @@ class _InProcess:
 # ------------------------------------------------------------------ requests and errors
 @pytest.mark.parametrize("argv, message", [
     (["--format", "onnx,tensorrt"], "unknown --format tensorrt; valid formats: savedmodel, onnx, litert, transformers"),
-    (["--model", "{tmp}/notes.txt"], "notes.txt is not a SAM model keras-sam can load"),
+    (["--model", "{tmp}/notes.txt"], "notes.txt is a file, not a model"),
     (["--model", "{tmp}/empty-folder"], "empty-folder is not a SAM model keras-sam can load"),
     (["--output", "{tmp}/full"], "already holds something; pass --overwrite"),
 ])

@@ -7,7 +7,7 @@ has no builtin for. The model is a copy of the one given, so its caller's model 
 The contract, the same in every runtime:
 
 - `segment`: `image` uint8 (H, W, 3) and `boxes` float32 (N, 4) as x0, y0, x1, y1 in the image's
-  pixels -> `masks` uint8 (N, H, W) of 0 and 1 at the image's size and `scores` float32 (N,).
+  pixels -> `masks` uint8 (N, H, W) of 0 and 1 at the image's size and `scores` float32 (N,) in [0, 1].
 - `embed`: `image` -> `image_embeddings` float32 (1, C, E, E).
 - `decode`: `image_embeddings`, `boxes` and `image_size` int32 (2,) as (H, W) -> `masks`, `scores`.
 - `decode_points`: `image_embeddings`, `points` float32 (N, P, 2) in image pixels, `labels` int32
@@ -190,4 +190,5 @@ class SamExportModule(tf.Module):
 
     def _outputs(self, logits, scores, height, width, new_height, new_width):
         masks = image_ops.masks_at_image_size(logits, height, width, new_height, new_width, self.sizes)
-        return {"masks": masks, "scores": scores}
+        # As keras-sam reports it: the IoU head regresses without bounds, an IoU lies in [0, 1].
+        return {"masks": masks, "scores": tf.clip_by_value(scores, 0.0, 1.0)}
