@@ -27,7 +27,7 @@ import time
 METHODS = ("decoder", "lora", "adapter", "full")
 
 
-def measure(method, batch_size, steps, rank, precision):
+def measure(method, batch_size, steps, rank, precision, recompute=False):
     """(median seconds a step, peak RSS in MiB, trainable weights in all, in the encoder)."""
     import numpy as np
     import tensorflow as tf
@@ -40,6 +40,8 @@ def measure(method, batch_size, steps, rank, precision):
     with precision_policy(precision):
         model = SamSegmenter(TFSamModel(sam_vit_base_config()))
         model.adapt(method, rank=rank)
+        if recompute:
+            model.recompute_encoder()
     model.compile(optimizer=default_optimizer(1e-5))
     boxes = tf.constant([[200.0, 240.0, 700.0, 800.0]] * batch_size)
     if method == "decoder":
@@ -69,24 +71,27 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=2, help="timed steps after the first (default 2)")
     parser.add_argument("--lora-rank", type=int, default=4)
     parser.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16"])
+    parser.add_argument("--recompute", action="store_true",
+                        help="gradient checkpointing of the encoder's blocks (SamSegmenter.recompute_encoder)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.child:  # one pair, in a fresh process
         step, peak, trainable, encoder, encoder_total = measure(
-            args.methods[0], args.batch_sizes[0], args.steps, args.lora_rank, args.precision)
+            args.methods[0], args.batch_sizes[0], args.steps, args.lora_rank, args.precision, args.recompute)
         print(json.dumps({"seconds_per_step": step, "peak_rss_mib": peak, "trainable_weights": trainable,
                           "trainable_encoder_weights": encoder, "encoder_weights": encoder_total}))
         return 0
 
-    result = {"precision": args.precision, "steps": args.steps, "lora_rank": args.lora_rank,
+    result = {"precision": args.precision, "recompute": args.recompute, "steps": args.steps, "lora_rank": args.lora_rank,
               "cpu_count": os.cpu_count(), "figures": {}}
     for method in args.methods:
         for batch_size in args.batch_sizes:
             print(f"{method}, batch {batch_size}...", file=sys.stderr, flush=True)
             child = subprocess.run(
                 [sys.executable, __file__, "--child", "--methods", method, "--batch-sizes", str(batch_size),
-                 "--steps", str(args.steps), "--lora-rank", str(args.lora_rank), "--precision", args.precision],
+                 "--steps", str(args.steps), "--lora-rank", str(args.lora_rank), "--precision", args.precision,
+                 *(["--recompute"] if args.recompute else [])],
                 env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), capture_output=True, text=True)
             if child.returncode:
                 print(child.stderr[-2000:], file=sys.stderr)

@@ -162,6 +162,8 @@ class SamSegmenter(TrainingOptions, keras.Model):
         config = {"sam_config": self.sam.config.to_dict(), **self.options_config()}
         if self.adaptation is not None:
             config["adaptation"] = self.adaptation.options()
+        if getattr(self, "_recomputes_encoder", False):
+            config["recompute_encoder"] = True
         return config
 
     @classmethod
@@ -169,10 +171,25 @@ class SamSegmenter(TrainingOptions, keras.Model):
         config = dict(config)
         sam = require_tf_sam()(SamConfig.from_dict(config.pop("sam_config")))
         adaptation = config.pop("adaptation", None)
+        recompute = config.pop("recompute_encoder", False)
         model = cls(sam, **config)
         if adaptation is not None:  # the unmerged structure, so saved LoRA/adapter weights load
             model.adapt(**adaptation)
+        if recompute:
+            model.recompute_encoder()
         return model
+
+    def recompute_encoder(self):
+        """Gradient checkpointing: the encoder's blocks run again in the backward pass rather than
+        keep their activations (less memory when the encoder learns, one more encoder forward pass;
+        the same gradients). See keras_sam.recompute. Returns the model."""
+        from keras_sam.recompute import recompute_blocks
+
+        if not getattr(self, "_recomputes_encoder", False):
+            recompute_blocks(self.sam)
+            self._recomputes_encoder = True
+            self.train_function = self.test_function = self.predict_function = None
+        return self
 
     # ----------------------------------------------------------------- encoder adaptation
     def adapt(self, method, *, rank=DEFAULT_LORA_RANK, targets=DEFAULT_LORA_TARGETS, alpha=None,

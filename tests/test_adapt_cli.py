@@ -32,6 +32,7 @@ def error_of(argv, capsys):
      "--adapt lora trains the image encoder, which --freeze vision_encoder keeps fixed"),
     (["--adapt", "lora", "--lora-targets", "qkv,query"], "valid targets are qkv, proj, mlp"),
     (["--adapt", "prefix"], "invalid choice: 'prefix'"),
+    (["--recompute"], "with the frozen, cached encoder (--adapt decoder) there is nothing to recompute"),
 ])
 def test_bad_adaptation_options_are_one_line_errors(phantom_dir, tmp_path, capsys, extra, message):
     output = str(tmp_path / "run")
@@ -42,15 +43,16 @@ def test_bad_adaptation_options_are_one_line_errors(phantom_dir, tmp_path, capsy
 def test_lora_run_trains_without_a_cache_and_saves_an_ordinary_sam(phantom_dir, tmp_path, capsys):
     output = str(tmp_path / "lora")
     assert main(finetune(phantom_dir, output, "--adapt", "lora", "--lora-rank", "2", "--lora-targets",
-                         "qkv,mlp")) == 0
+                         "qkv,mlp", "--recompute")) == 0
     assert not os.path.exists(os.path.join(output, "embedding-cache"))
     settings = json.load(open(os.path.join(output, "run.json")))
-    assert (settings["adapt"], settings["lora_rank"], settings["lora_targets"]) == ("lora", 2, "qkv,mlp")
+    assert (settings["adapt"], settings["lora_rank"], settings["lora_targets"], settings["recompute"]) == (
+        "lora", 2, "qkv,mlp", True)
     sam = TFSamModel.from_pretrained(os.path.join(output, "model"))
     starting = load_segmenter("tiny")  # not the same weights: the run's were seeded, trained and merged
     assert len(sam.weights) == len(starting.sam.weights)
     assert main(finetune(phantom_dir, output, "--adapt", "lora", "--lora-rank", "2", "--lora-targets",
-                         "qkv,mlp")) == 0
+                         "qkv,mlp", "--recompute")) == 0
     assert "already complete" in capsys.readouterr().out
 
 

@@ -163,3 +163,34 @@ def test_a_mirrored_lora_step_over_two_devices_matches_one_device():
         assert min(figures[run]["lora_b"]) > 0  # every update learned something
     np.testing.assert_allclose(figures["two"]["loss"], figures["one"]["loss"], atol=1e-5)
     np.testing.assert_allclose(figures["two"]["lora_b"], figures["one"]["lora_b"], rtol=1e-4)
+
+
+def lora_gradients(toy, recompute):
+    x, y = toy
+    model = tiny_segmenter().adapt("lora", rank=2)
+    for update in model.adaptation.additions:  # B away from zero, so A gets a gradient too
+        update.lora_b.assign(tf.random.stateless_normal(update.lora_b.shape, seed=(1, 2)) * 0.1)
+    if recompute:
+        model.recompute_encoder()
+    model.compile()
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            loss = model.compute_loss(x, y, model(x, training=True))
+        return loss, tape.gradient(loss, model.trainable_variables)
+
+    loss, gradients = step()
+    return model, float(loss), [g.numpy() for g in gradients]
+
+
+def test_recomputing_the_encoder_blocks_gives_the_same_loss_and_gradients(toy):
+    _, plain_loss, plain = lora_gradients(toy, recompute=False)
+    model, loss, recomputed = lora_gradients(toy, recompute=True)
+    assert loss == pytest.approx(plain_loss, abs=1e-6)
+    assert max(np.abs(g).max() for g in plain) > 1e-3
+    for a, b in zip(plain, recomputed):
+        np.testing.assert_allclose(b, a, atol=1e-5)
+    config = model.get_config()
+    assert config["recompute_encoder"] is True
+    assert SamSegmenter.from_config(config)._recomputes_encoder

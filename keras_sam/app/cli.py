@@ -168,6 +168,10 @@ def build_parser():
                           help="comma-separated layers of each encoder block LoRA updates, among "
                                f"{', '.join(LORA_TARGETS)} (qkv: the attention's fused query/key/value "
                                "projection; proj: its output; mlp: both MLP layers); default %(default)s")
+    finetune.add_argument("--recompute", action="store_true",
+                          help="when the encoder learns (--adapt lora, adapter or full): recompute its "
+                               "blocks' activations in the backward pass instead of keeping them (less "
+                               "memory, a slower step; gradient checkpointing)")
     finetune.add_argument("--prompt", default="box", choices=PROMPT_KINDS,
                           help="what prompts the model during training and scoring: a jittered box "
                                "around the lesion, points inside and outside it, or both")

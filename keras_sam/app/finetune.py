@@ -135,6 +135,8 @@ def _plan(settings, run, state, reasons):
             model = load_segmenter(settings.model, freeze=settings.freeze)
             if settings.adapt in ("lora", "adapter"):
                 model.adapt(settings.adapt, rank=settings.lora_rank, targets=settings.lora_targets.split(","))
+            if settings.recompute:
+                model.recompute_encoder()
         lesion_set = read_lesions(find_records(data, settings.layout, settings.mask_suffix),
                                   on_error="skip" if settings.skip_bad_files else "raise",
                                   require_spacing=settings.units == "mm")

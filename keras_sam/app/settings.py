@@ -45,6 +45,7 @@ class RunSettings:
     adapt: str = DEFAULT_ADAPT  # "decoder", "lora", "adapter" or "full"
     lora_rank: int = DEFAULT_LORA_RANK
     lora_targets: str = ",".join(DEFAULT_LORA_TARGETS)  # comma-separated, as on the command line
+    recompute: bool = False  # gradient checkpointing of the encoder's blocks when it learns
 
     def to_json(self):
         """A JSON-ready dict (what run.json holds)."""
@@ -133,6 +134,7 @@ def resolve(args):
         nsd_tolerance=args.nsd_tolerance,
         units=args.units,
         adapt=args.adapt, lora_rank=args.lora_rank, lora_targets=_lora_targets(args.lora_targets),
+        recompute=args.recompute,
     )
     _check(settings)
     return settings, output
@@ -145,6 +147,9 @@ def _check(settings):
         raise UsageError(
             f"--val-split {settings.val_split} and --test-split {settings.test_split} sum to "
             "1 or more: nothing is left to train on")
+    if settings.recompute and settings.uses_embedding_cache:
+        raise UsageError("--recompute saves memory when the image encoder learns; with the frozen, cached "
+                         "encoder (--adapt decoder) there is nothing to recompute: drop --recompute")
     if settings.val_split == 0:
         raise UsageError("--val-split 0 leaves no validation lesions to choose the best checkpoint on")
 
