@@ -83,8 +83,8 @@ def main(argv=None):
                           "trainable_encoder_weights": encoder, "encoder_weights": encoder_total}))
         return 0
 
-    result = {"precision": args.precision, "recompute": args.recompute, "steps": args.steps, "lora_rank": args.lora_rank,
-              "cpu_count": os.cpu_count(), "figures": {}}
+    result = {"precision": args.precision, "recompute": args.recompute, "steps": args.steps,
+              "lora_rank": args.lora_rank, "cpu_count": os.cpu_count(), "figures": {}}
     for method in args.methods:
         for batch_size in args.batch_sizes:
             print(f"{method}, batch {batch_size}...", file=sys.stderr, flush=True)
