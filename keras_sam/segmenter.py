@@ -1,6 +1,7 @@
 """SamSegmenter: a tf-keras model over transformers' TFSamModel that fine-tunes with compile() and fit()."""
 
 import collections
+import contextlib
 import warnings
 from collections.abc import Mapping
 
@@ -9,6 +10,8 @@ import tf_keras as keras
 from transformers import SamConfig
 
 from keras_sam import training_objective
+from keras_sam.adaptation import (DEFAULT_ADAPTER_RATIO, DEFAULT_LORA_RANK, DEFAULT_LORA_TARGETS,
+                                  check_method)
 from keras_sam.components import TrainingOptions, auto
 from keras_sam.configs import mask_grid_of, processor_for_config
 from keras_sam.hub import ModelLoadError, load_tf_sam, require_tf_sam
@@ -116,6 +119,7 @@ class SamSegmenter(TrainingOptions, keras.Model):
         self._class_weights = None
         self.freeze = freeze
         self._iou_loss_tracker = keras.metrics.Mean(name="iou_head_loss")
+        self.adaptation = None  # keras_sam.encoder_adaptation.EncoderAdaptation, once adapt() adds one
         self.built = True
 
     # ----------------------------------------------------------------- loading and saving
@@ -142,19 +146,92 @@ class SamSegmenter(TrainingOptions, keras.Model):
         `TFSamModel.from_pretrained(save_directory)` and `SamProcessor.from_pretrained(...)` read it
         back. The directory is written under a temporary name and renamed into place, so a failure
         never leaves a half-written model.
+
+        With LoRA (`adapt("lora")`) the updates are merged into the kernels of the saved copy,
+        so it is an ordinary SAM; the model itself stays unmerged. Adapters cannot be merged and
+        are refused: save the model with `model.save("model.keras")`.
         """
-        with atomic_directory(save_directory) as staging:
+        merged = self.adaptation.merged() if self.adaptation is not None else contextlib.nullcontext()
+        with atomic_directory(save_directory) as staging, merged:
             self.sam.save_pretrained(staging)
             processor_for_config(self.sam.config).save_pretrained(staging)
 
     def get_config(self):
-        return {"sam_config": self.sam.config.to_dict(), **self.options_config()}
+        config = {"sam_config": self.sam.config.to_dict(), **self.options_config()}
+        if self.adaptation is not None:
+            config["adaptation"] = self.adaptation.options()
+        if getattr(self, "_recomputes_encoder", False):
+            config["recompute_encoder"] = True
+        return config
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
         sam = require_tf_sam()(SamConfig.from_dict(config.pop("sam_config")))
-        return cls(sam, **config)
+        adaptation = config.pop("adaptation", None)
+        recompute = config.pop("recompute_encoder", False)
+        model = cls(sam, **config)
+        if adaptation is not None:  # the unmerged structure, so saved LoRA/adapter weights load
+            model.adapt(**adaptation)
+        if recompute:
+            model.recompute_encoder()
+        return model
+
+    def recompute_encoder(self):
+        """Gradient checkpointing: the encoder's blocks run again in the backward pass rather than
+        keep their activations (less memory when the encoder learns, one more encoder forward pass;
+        the same gradients). See keras_sam.recompute. Returns the model."""
+        from keras_sam.recompute import recompute_blocks
+
+        if not getattr(self, "_recomputes_encoder", False):
+            recompute_blocks(self.sam)
+            self._recomputes_encoder = True
+            self.train_function = self.test_function = self.predict_function = None
+        return self
+
+    # ----------------------------------------------------------------- encoder adaptation
+    def adapt(self, method, *, rank=DEFAULT_LORA_RANK, targets=DEFAULT_LORA_TARGETS, alpha=None,
+              ratio=DEFAULT_ADAPTER_RATIO):
+        """Chooses how the image encoder learns; returns the model.
+
+        Args:
+            method: "decoder" (the encoder frozen, as by default), "lora" (low-rank updates of
+                the encoder's linear layers; the encoder's own weights stay frozen), "adapter"
+                (Medical SAM Adapter's bottleneck MLPs in every block, see keras_sam.adapters)
+                or "full" (every encoder weight trains).
+            rank, targets, alpha: LoRA's rank, the layers it updates in each block ("qkv", the
+                attention's fused projection, as SAMed; "proj"; "mlp", both MLP layers) and its
+                scale alpha / rank (alpha None: scale 1). See keras_sam.lora.
+            ratio: the adapters' bottleneck width as a share of the encoder's width.
+
+        LoRA and adapters start at zero: the model's output is unchanged until it trains. Only
+        their weights train in the encoder (the optimizer keeps state for them alone), so the
+        encoder's weights stay bit-identical. Call it before compile(), or compile again after.
+        Must be called inside a tf.distribute strategy's scope when training with one.
+
+        Raises:
+            ValueError: an unknown method or target (the message lists the valid ones), a rank
+                below 1, or a second LoRA/adapter on an already adapted model.
+
+        Example:
+            >>> model = SamSegmenter(TFSamModel(tiny_sam_config())).adapt("lora", rank=4, targets=("qkv",))
+        """
+        from keras_sam.encoder_adaptation import PARAMETER_EFFICIENT, EncoderAdaptation
+
+        check_method(method)
+        frozen = tuple(name for name in self.freeze if name != "vision_encoder")
+        if method in PARAMETER_EFFICIENT:
+            if self.adaptation is not None:
+                raise ValueError(f"this model already has {self.adaptation.method} on its encoder; adapt a "
+                                 "fresh model (from_pretrained) to change it")
+            self.adaptation = EncoderAdaptation(method, rank=rank, targets=targets, alpha=alpha,
+                                                ratio=ratio).install(self.sam)
+        elif self.adaptation is not None:
+            raise ValueError(f"this model has {self.adaptation.method} on its encoder; adapt a fresh model "
+                             f"(from_pretrained) for {method!r}")
+        self.train_function = self.test_function = self.predict_function = None
+        self.freeze = frozen if method == "full" else ("vision_encoder", *frozen)
+        return self
 
     # ----------------------------------------------------------------- freezing
     def _component(self, name):
@@ -281,8 +358,9 @@ class SamSegmenter(TrainingOptions, keras.Model):
 
     @property
     def encoder_weights(self):
-        """The vision encoder's weights (what an image embedding depends on)."""
-        return self.sam.vision_encoder.weights
+        """The vision encoder's weights (what an image embedding depends on), LoRA's or adapters' too."""
+        extra = self.adaptation.weights if self.adaptation is not None else []
+        return self.sam.vision_encoder.weights + extra
 
     @property
     def encoder_dtype(self):

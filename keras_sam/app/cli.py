@@ -13,6 +13,7 @@ import importlib
 import sys
 
 from keras_sam import __version__
+from keras_sam.adaptation import ADAPT_METHODS, DEFAULT_ADAPT, DEFAULT_LORA_RANK, DEFAULT_LORA_TARGETS, LORA_TARGETS
 from keras_sam.app.defaults import (DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_JITTER, DEFAULT_PRESET, DEMO,
                                     LOSS_NAMES, MIN_STEPS_TO_PROBE, MODEL_PRESETS)
 from keras_sam.app.errors import UsageError
@@ -156,8 +157,24 @@ def build_parser():
                           help=f"learning rate (default {DEFAULT_PRESET.learning_rate}; " + ", ".join(
                               f"{preset.learning_rate} for {name}" for name, preset in MODEL_PRESETS.items())
                           + ")")
-    finetune.add_argument("--freeze", default="vision_encoder,prompt_encoder",
-                          help=f"comma-separated components to keep fixed, among {', '.join(COMPONENTS)}")
+    finetune.add_argument("--freeze", default=None,
+                          help=f"comma-separated components to keep fixed, among {', '.join(COMPONENTS)} "
+                               "(default: vision_encoder,prompt_encoder; prompt_encoder with --adapt full)")
+    finetune.add_argument("--adapt", default=DEFAULT_ADAPT, choices=list(ADAPT_METHODS),
+                          help="how the image encoder learns: decoder (frozen, its embeddings cached), "
+                               "lora (low-rank updates of its layers, SAMed's design), adapter (Medical SAM "
+                               "Adapter's bottleneck MLPs in every block) or full (every weight); lora and "
+                               "adapter train the encoder's additions only, without an embedding cache")
+    finetune.add_argument("--lora-rank", type=_positive_int("--lora-rank"), default=DEFAULT_LORA_RANK,
+                          help="rank of LoRA's updates (default %(default)s, SAMed's)")
+    finetune.add_argument("--lora-targets", default=",".join(DEFAULT_LORA_TARGETS),
+                          help="comma-separated layers of each encoder block LoRA updates, among "
+                               f"{', '.join(LORA_TARGETS)} (qkv: the attention's fused query/key/value "
+                               "projection; proj: its output; mlp: both MLP layers); default %(default)s")
+    finetune.add_argument("--recompute", action="store_true",
+                          help="when the encoder learns (--adapt lora, adapter or full): recompute its "
+                               "blocks' activations in the backward pass instead of keeping them (less "
+                               "memory, a slower step; gradient checkpointing)")
     finetune.add_argument("--prompt", default="box", choices=PROMPT_KINDS,
                           help="what prompts the model during training and scoring: a jittered box "
                                "around the lesion, points inside and outside it, or both")

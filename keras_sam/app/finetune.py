@@ -134,6 +134,10 @@ def _plan(settings, run, state, reasons):
         keras.utils.set_random_seed(settings.seed)
         with precision_policy(precision.value):
             model = load_segmenter(settings.model, freeze=settings.freeze)
+            if settings.adapt in ("lora", "adapter"):
+                model.adapt(settings.adapt, rank=settings.lora_rank, targets=settings.lora_targets.split(","))
+            if settings.recompute:
+                model.recompute_encoder()
         lesion_set = read_lesions(find_records(data, settings.layout, settings.mask_suffix),
                                   on_error="skip" if settings.skip_bad_files else "raise",
                                   require_spacing=settings.units == "mm")
@@ -289,12 +293,23 @@ def _choose_jit_compile(settings, run, plan, cache):
     return choice.value
 
 
+def _save(model, settings, run):
+    """Saves the fine-tuned model; returns where. LoRA is merged into an ordinary SAM (model/);
+    adapters, which SAM has no place for, go to model.keras (loadable by --model)."""
+    if settings.adapt == "adapter":
+        path = os.path.join(run.path, "model.keras")
+        model.save(path)
+        return path
+    model.save_pretrained(run.model)
+    return run.model
+
+
 def _finish(settings, run, plan, evaluation, before):
     """Restores the best weights, saves the model, scores it and writes the report."""
     model = plan.model
     if os.path.exists(run.best_weights + ".index"):
         model.load_weights(run.best_weights)
-    model.save_pretrained(run.model)
+    saved = _save(model, settings, run)
     metrics = {}
     for name, dataset in evaluation.items():
         after, rows, masks = _scores(plan, name, dataset, "after fine-tuning", settings)
@@ -321,7 +336,7 @@ def _finish(settings, run, plan, evaluation, before):
         print("note: the fine-tuned model scores below the starting model on the validation lesions: try "
               "more epochs, another --lr, or more data (the starting model is "
               f"{settings.model}).")
-    print(f"\nModel:    {run.model}")
+    print(f"\nModel:    {saved}")
     print(f"Metrics:  {run.metrics}")
     print(f"Logs:     tensorboard --logdir {run.logs}")
     if settings.demo:

@@ -8,6 +8,7 @@ preset (or the demo's, in `keras_sam.app.defaults`) supplies it.
 import dataclasses
 import os
 
+from keras_sam.adaptation import DEFAULT_ADAPT, DEFAULT_LORA_RANK, DEFAULT_LORA_TARGETS, check_targets
 from keras_sam.app.defaults import DEFAULT_EPOCHS, DEFAULT_JITTER, DEMO, preset_of
 from keras_sam.app.errors import UsageError
 from keras_sam.components import COMPONENTS
@@ -40,6 +41,11 @@ class RunSettings:
     # Added with the surface metrics; defaults let run.json files written before them load.
     nsd_tolerance: float = DEFAULT_NSD_TOLERANCE  # mm, or px when the data has no spacing
     units: str = "auto"  # surface metrics in: "auto" (mm where known), "mm" or "px"
+    # Added with encoder adaptation (keras_sam.adaptation); defaults as runs before it trained.
+    adapt: str = DEFAULT_ADAPT  # "decoder", "lora", "adapter" or "full"
+    lora_rank: int = DEFAULT_LORA_RANK
+    lora_targets: str = ",".join(DEFAULT_LORA_TARGETS)  # comma-separated, as on the command line
+    recompute: bool = False  # gradient checkpointing of the encoder's blocks when it learns
 
     def to_json(self):
         """A JSON-ready dict (what run.json holds)."""
@@ -59,8 +65,9 @@ class RunSettings:
 
     @property
     def uses_embedding_cache(self):
-        """The frozen vision encoder runs once per image, not once per step."""
-        return self.embedding_cache and "vision_encoder" in self.freeze
+        """The frozen vision encoder runs once per image, not once per step (not with LoRA or
+        adapters, which change its output as they learn)."""
+        return self.embedding_cache and "vision_encoder" in self.freeze and self.adapt not in ("lora", "adapter")
 
 
 def parse_freeze(text):
@@ -70,6 +77,25 @@ def parse_freeze(text):
     if unknown:
         raise UsageError(f"--freeze {','.join(unknown)} is not a component; choose from {', '.join(COMPONENTS)}")
     return names
+
+
+def _freeze_for(args):
+    """--freeze, checked against --adapt; left out, what --adapt implies."""
+    if args.freeze is None:
+        return ("prompt_encoder",) if args.adapt == "full" else ("vision_encoder", "prompt_encoder")
+    frozen = parse_freeze(args.freeze)
+    if args.adapt in ("lora", "adapter", "full") and "vision_encoder" in frozen:
+        raise UsageError(f"--adapt {args.adapt} trains the image encoder, which --freeze {args.freeze} keeps "
+                         "fixed; drop vision_encoder from --freeze (or use --adapt decoder)")
+    return frozen
+
+
+def _lora_targets(text):
+    """'qkv,mlp' checked against keras_sam.adaptation.LORA_TARGETS; returned as given, normalised."""
+    try:
+        return ",".join(check_targets(tuple(name for name in text.split(",") if name)))
+    except ValueError as error:
+        raise UsageError(f"--lora-targets {text}: {error}") from None
 
 
 def resolve(args):
@@ -99,7 +125,7 @@ def resolve(args):
         demo=args.demo, data=data, model=model, layout=args.layout, mask_suffix=args.mask_suffix,
         epochs=epochs, batch_size=args.batch_size,
         learning_rate=preset.learning_rate if args.lr is None else args.lr,
-        freeze=parse_freeze(args.freeze), prompt=args.prompt, val_split=args.val_split,
+        freeze=_freeze_for(args), prompt=args.prompt, val_split=args.val_split,
         test_split=args.test_split, seed=args.seed, loss=args.loss, jitter=jitter,
         embedding_cache=not args.no_embedding_cache,
         precision=(preset.precision or "auto") if args.precision == "auto" else args.precision,
@@ -107,6 +133,8 @@ def resolve(args):
         skip_bad_files=args.skip_bad_files,
         nsd_tolerance=args.nsd_tolerance,
         units=args.units,
+        adapt=args.adapt, lora_rank=args.lora_rank, lora_targets=_lora_targets(args.lora_targets),
+        recompute=args.recompute,
     )
     _check(settings)
     return settings, output
@@ -119,6 +147,9 @@ def _check(settings):
         raise UsageError(
             f"--val-split {settings.val_split} and --test-split {settings.test_split} sum to "
             "1 or more: nothing is left to train on")
+    if settings.recompute and settings.uses_embedding_cache:
+        raise UsageError("--recompute saves memory when the image encoder learns; with the frozen, cached "
+                         "encoder (--adapt decoder) there is nothing to recompute: drop --recompute")
     if settings.val_split == 0:
         raise UsageError("--val-split 0 leaves no validation lesions to choose the best checkpoint on")
 

@@ -18,8 +18,10 @@ import numpy as np
 from keras import ops
 
 from keras_sam import training_objective
+from keras_sam.adaptation import DEFAULT_LORA_RANK, DEFAULT_LORA_TARGETS, check_method, check_targets
 from keras_sam.components import TrainingOptions, auto
 from keras_sam.configs import processor_for_sizes
+from keras_sam.keras3.adaptation import enable_encoder_lora, keep_only_lora_trainable
 from keras_sam.keras3.convert import assign_weights, read_checkpoint, save_pretrained
 from keras_sam.keras3.losses import OPS, DiceLoss, MaskLoss, per_sample_arrays, replicas
 from keras_sam.keras3.metrics import DiceScore, IoUScore, OnProbabilities
@@ -178,6 +180,36 @@ class SamSegmenter(TrainingOptions, keras.Model):
         return {"vision_encoder": self.image_encoder, "prompt_encoder": self.prompt_encoder,
                 "mask_decoder": self.mask_decoder,
                 "iou_head": self.mask_decoder.iou_prediction_head}[name]
+
+    def _apply_freeze(self):
+        super()._apply_freeze()
+        if getattr(self, "_lora", None) is not None and "vision_encoder" in self.freeze:
+            keep_only_lora_trainable(self.image_encoder)
+
+    def adapt(self, method, *, rank=DEFAULT_LORA_RANK, targets=DEFAULT_LORA_TARGETS):
+        """Chooses how the image encoder learns; returns the model.
+
+        As the tf-keras `SamSegmenter.adapt`: "decoder" (frozen encoder), "lora" (Keras's own
+        `Dense.enable_lora` on the encoder's attention projections, see
+        keras_sam.keras3.adaptation) or "full". Adapters are in the tf-keras family only.
+
+        Raises:
+            ValueError: an unknown method or target, a rank below 1, or LoRA twice.
+        """
+        check_method(method)
+        if method == "adapter":
+            raise ValueError("adapters are in the tf-keras family only (keras_sam.SamSegmenter.adapt); "
+                             "use 'lora' here")
+        if method == "lora":
+            if getattr(self, "_lora", None) is not None:
+                raise ValueError("this model already has LoRA on its encoder; adapt a fresh model to change it")
+            enable_encoder_lora(self.image_encoder, rank, targets)
+            object.__setattr__(self, "_lora", {"rank": rank, "targets": list(check_targets(targets))})
+        elif getattr(self, "_lora", None) is not None:
+            raise ValueError(f"this model has LoRA on its encoder; adapt a fresh model for {method!r}")
+        frozen = tuple(name for name in self.freeze if name != "vision_encoder")
+        self.freeze = frozen if method == "full" else ("vision_encoder", *frozen)
+        return self
 
     # ------------------------------------------------------------------------ forward
     @property
@@ -339,6 +371,7 @@ class SamSegmenter(TrainingOptions, keras.Model):
             "mask_decoder": keras.saving.serialize_keras_object(self.mask_decoder),
             "decoder_norm_epsilon": self.decoder_norm_epsilon,
             **self.options_config(),
+            **({"lora": dict(self._lora)} if getattr(self, "_lora", None) is not None else {}),
         }
 
     @classmethod
@@ -346,7 +379,11 @@ class SamSegmenter(TrainingOptions, keras.Model):
         config = dict(config)
         parts = [keras.saving.deserialize_keras_object(config.pop(key))
                  for key in ("image_encoder", "prompt_encoder", "mask_decoder")]
-        return cls(*parts, **config)
+        lora = config.pop("lora", None)
+        model = cls(*parts, **config)
+        if lora is not None:
+            model.adapt("lora", **lora)
+        return model
 
 
 def _check_keys(inputs):
