@@ -129,8 +129,8 @@ def _built_from_checkpoint(tf_sam_model, folder):
     unless the checkpoint holds exactly the model's weights (names and shapes).
 
     transformers' `from_pretrained` runs every initializer, then reads the whole checkpoint into
-    memory and copies it over the weights: for sam-vit-base 90 million random numbers drawn and
-    375 MB of fresh memory touched twice, 0.85-1.4 s on a 2-core CPU against 0.7 s this way. A
+    memory and copies it over the weights: every weight drawn at random only to be overwritten,
+    and the checkpoint held in fresh memory twice (BENCHMARKS.md has what it costs). A
     checkpoint that lacks a weight, holds one more or another shape is left to transformers,
     which initialises what is missing and warns.
     """

@@ -1,11 +1,10 @@
 """Keras's Adam with each weight's update done by one TensorFlow kernel (the tf-keras family).
 
-tf-keras's Adam builds some 40 small graph ops for each weight it updates (the moments, the bias
-correction, the step). SAM's mask decoder has 120 weights, so the optimizer alone ran 4,808 ops a
-training step: 12-15 ms on a 2-core CPU, against 6-7 ms (857 ops) when TensorFlow's
-`ResourceApplyAdam` kernel updates each weight and the step's scalars are made once. The smaller
-graph also traces and is optimized by TensorFlow about 1 s sooner before the first step (sam-vit-base,
-BENCHMARKS.md). The formula is Keras's own:
+tf-keras's Adam builds dozens of small graph ops for each weight it updates (the moments, the
+bias correction, the step), and SAM's mask decoder has over a hundred weights: the optimizer
+alone made most of a decoder step's ops. TensorFlow's `ResourceApplyAdam` kernel updates each
+weight in one op, with the step's scalars made once, so the step runs and traces sooner
+(BENCHMARKS.md has the figures). The formula is Keras's own:
 
     m <- m + (g - m) (1 - beta_1)          v <- v + (g^2 - v) (1 - beta_2)
     w <- w - lr sqrt(1 - beta_2^t) / (1 - beta_1^t) * m / (sqrt(v) + epsilon)

@@ -1,10 +1,10 @@
 """TensorFlow's CPU memory allocator: how to ask for the one that keeps freed memory.
 
 By default TensorFlow takes each CPU tensor from the C library's malloc, which hands blocks as
-large as SAM's attention scores (800 MB an image in float32) back to the operating system when
-they are freed and maps fresh pages for the next call: a vision-encoder call then spends much of
-its time zero-filling pages (float32 on a 2-core CPU: 18-22 s an image, 14 s with memory kept;
-BENCHMARKS.md). TensorFlow's BFC allocator keeps what it has allocated and reuses it.
+large as SAM's attention scores back to the operating system when they are freed and maps fresh
+pages for the next call: a vision-encoder call then spends much of its time zero-filling pages
+(BENCHMARKS.md has what it costs). TensorFlow's BFC allocator keeps what it has allocated and
+reuses it.
 
 TensorFlow reads its choice from the environment variable `TF_CPU_ALLOCATOR_USE_BFC` once, when
 its runtime starts (at the first TensorFlow operation of the process). The `keras-sam` command
