@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from conftest import tiny_segmenter
 
-from keras_sam.app.model_source import load_segmenter, model_folder, run_folder_of
+from keras_sam.app.model_source import load_segmenter, run_folder_of
+from keras_sam.model_files import model_folder
 from keras_sam.hub import ModelLoadError, require_tf_sam
 
 

@@ -9,7 +9,6 @@ every format has passed its check, so a failure leaves no half-written export.
 """
 
 import os
-import tempfile
 import time
 
 from keras_sam.export import checks, formats
@@ -26,52 +25,28 @@ def load_model(model):
     """A tf-keras SamSegmenter from anything keras-sam loads or writes.
 
     Args:
-        model: a SamSegmenter (returned as is), a run's `model/` folder or any `save_pretrained`
-            folder, a shipped model's name ("sam-small-shapes"), or a Keras 3 `.keras` file of
-            `keras_sam.keras3.SamSegmenter` (converted through its transformers checkpoint).
+        model: a SamSegmenter (returned as is), or what `keras_sam.model_files.load_segmenter`
+            takes: a run's folder or its `model/`, any `save_pretrained` folder, a shipped model's
+            name ("sam-small-shapes"), a `.keras` file of either model family.
 
     Raises:
         ExportError: the path holds no SAM model; the message names it.
     """
     from keras_sam.hub import ModelLoadError, shipped_model_path
+    from keras_sam.model_files import load_segmenter
     from keras_sam.segmenter import SamSegmenter
 
     if isinstance(model, SamSegmenter):
         return model
     path = os.fspath(model)
-    if path.endswith(".keras"):
-        return _from_keras3_file(path)
-    if os.path.isfile(path) or (not os.path.exists(path) and shipped_model_path(path) is None
-                                and path.startswith((".", os.path.sep, "~"))):
+    if (os.path.isfile(path) and not path.endswith(".keras")) or (
+            not os.path.exists(path) and shipped_model_path(path) is None
+            and path.startswith((".", os.path.sep, "~"))):
         raise ExportError(NOT_A_SAM.format(path=path))
     try:
-        return SamSegmenter.from_pretrained(path)
+        return load_segmenter(path)
     except (ModelLoadError, OSError, ValueError) as error:
         raise ExportError(f"{NOT_A_SAM.format(path=path)} ({error})") from error
-
-
-def _from_keras3_file(path):
-    """A Keras 3 SamSegmenter file, through the transformers checkpoint it writes, as a tf-keras model."""
-    from keras_sam.segmenter import SamSegmenter
-
-    if not os.path.isfile(path):
-        raise ExportError(f"{path} does not exist")
-    try:
-        import keras
-
-        from keras_sam.keras3 import SamSegmenter as Keras3Segmenter
-    except ImportError as error:
-        raise ExportError(f"{path} is a Keras 3 model: exporting it needs keras-sam's Keras 3 family, "
-                          f"pip install 'keras-sam[keras3]' ({error})") from error
-    try:
-        loaded = keras.models.load_model(path)
-    except Exception as error:  # Keras raises many kinds for a file it cannot read
-        raise ExportError(f"{NOT_A_SAM.format(path=path)} ({type(error).__name__}: {error})") from error
-    if not isinstance(loaded, Keras3Segmenter):
-        raise ExportError(NOT_A_SAM.format(path=path) + f"; it holds a {type(loaded).__name__}")
-    with tempfile.TemporaryDirectory(prefix="keras-sam-export-") as folder:
-        loaded.save_pretrained(folder)
-        return SamSegmenter.from_pretrained(folder, multimask_output=loaded.multimask_output)
 
 
 def export_model(model, output, *, formats_to_write=None, quantize="none", overwrite=False, log=print):

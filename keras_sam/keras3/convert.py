@@ -243,13 +243,21 @@ def save_pretrained(model, folder):
 
 def checkpoint_from_keras_file(path, folder):
     """Writes the Keras 3 SamSegmenter saved in `path` (a .keras file) as a transformers
-    checkpoint in `folder`, which the tf-keras family loads: how the command line takes the
-    .keras files `keras-sam convert` writes."""
+    checkpoint in `folder`, which the tf-keras family loads (how the command line and export take
+    the .keras files `keras-sam convert` writes). Returns the model's `multimask_output`.
+
+    Raises:
+        ModelLoadError: `path` cannot be read as a Keras 3 SamSegmenter.
+    """
     import keras
 
     from keras_sam.keras3.segmenter import SamSegmenter  # registers the classes load_model needs
 
-    model = keras.models.load_model(path)
+    try:
+        model = keras.models.load_model(path)
+    except Exception as error:  # Keras raises many kinds for a file it cannot read
+        raise ModelLoadError(f"could not load {path} as a Keras 3 model ({type(error).__name__}: {error})") from error
     if not isinstance(model, SamSegmenter):
         raise ModelLoadError(f"{path} holds a {type(model).__name__}, not a keras-sam SamSegmenter")
     save_pretrained(model, folder)
+    return model.multimask_output
