@@ -24,6 +24,8 @@ import subprocess
 import sys
 import time
 
+from keras_sam.adaptation import DEFAULT_LORA_RANK
+
 METHODS = ("decoder", "lora", "adapter", "full")
 
 
@@ -69,7 +71,8 @@ def main(argv=None):
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--steps", type=int, default=2, help="timed steps after the first (default 2)")
-    parser.add_argument("--lora-rank", type=int, default=4)
+    parser.add_argument("--lora-rank", type=int, default=DEFAULT_LORA_RANK,
+                        help="LoRA's rank (default %(default)s, keras-sam finetune's)")
     parser.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16"])
     parser.add_argument("--recompute", action="store_true",
                         help="gradient checkpointing of the encoder's blocks (SamSegmenter.recompute_encoder)")

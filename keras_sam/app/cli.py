@@ -166,7 +166,7 @@ def build_parser():
                                "Adapter's bottleneck MLPs in every block) or full (every weight); lora and "
                                "adapter train the encoder's additions only, without an embedding cache")
     finetune.add_argument("--lora-rank", type=_positive_int("--lora-rank"), default=DEFAULT_LORA_RANK,
-                          help="rank of LoRA's updates (default %(default)s, SAMed's)")
+                          help="rank of LoRA's updates (default %(default)s; SAMed uses 4)")
     finetune.add_argument("--lora-targets", default=",".join(DEFAULT_LORA_TARGETS),
                           help="comma-separated layers of each encoder block LoRA updates, among "
                                f"{', '.join(LORA_TARGETS)} (qkv: the attention's fused query/key/value "
