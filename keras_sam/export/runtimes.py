@@ -57,14 +57,14 @@ class SavedModelArtefact(_Artefact):
 
 
 class OnnxArtefact(_Artefact):
-    """The four .onnx files, run by onnxruntime on the CPU."""
+    """The four .onnx files (or those of `functions`), run by onnxruntime on the CPU."""
 
-    def __init__(self, folder):
+    def __init__(self, folder, functions=SIGNATURES):
         import onnxruntime
 
         self._sessions = {name: onnxruntime.InferenceSession(os.path.join(folder, f"{name}.onnx"),
                                                              providers=["CPUExecutionProvider"])
-                          for name in SIGNATURES}
+                          for name in functions}
 
     def _run(self, name, inputs):
         session = self._sessions[name]
@@ -73,15 +73,16 @@ class OnnxArtefact(_Artefact):
 
 
 class LiteRtArtefact(_Artefact):
-    """The four .tflite files, run by ai-edge-litert's interpreter (its signature runner resizes
-    the inputs to each call's shapes)."""
+    """The four .tflite files (or those of `functions`), run by ai-edge-litert's interpreter (its
+    signature runner resizes the inputs to each call's shapes) on `num_threads` threads (None:
+    the interpreter's default, one)."""
 
-    def __init__(self, folder):
+    def __init__(self, folder, functions=SIGNATURES, num_threads=None):
         from ai_edge_litert.interpreter import Interpreter
 
         self._runners = {}
-        for name in SIGNATURES:
-            interpreter = Interpreter(model_path=os.path.join(folder, f"{name}.tflite"))
+        for name in functions:
+            interpreter = Interpreter(model_path=os.path.join(folder, f"{name}.tflite"), num_threads=num_threads)
             self._runners[name] = interpreter.get_signature_runner(name)
 
     def _run(self, name, inputs):
@@ -91,6 +92,9 @@ class LiteRtArtefact(_Artefact):
 ARTEFACTS = {"savedmodel": SavedModelArtefact, "onnx": OnnxArtefact, "litert": LiteRtArtefact}
 
 
-def open_artefact(format_name, folder):
-    """The exported `format_name` in `folder` (e.g. "onnx", "exported/onnx"), ready to run."""
-    return ARTEFACTS[format_name](folder)
+def open_artefact(format_name, folder, **options):
+    """The exported `format_name` in `folder` (e.g. "onnx", "exported/onnx"), ready to run.
+
+    `options` go to its class: `functions` (onnx, litert: open only those), `num_threads` (litert).
+    """
+    return ARTEFACTS[format_name](folder, **options)

@@ -31,7 +31,7 @@ def write_savedmodel(module, folder):
     return [os.path.basename(folder)]
 
 
-def write_onnx(module, folder, quantize="none"):
+def write_onnx(module, folder, quantize="none", functions=SIGNATURES):
     """One .onnx file per function, converted by tf2onnx.
 
     Args:
@@ -39,25 +39,32 @@ def write_onnx(module, folder, quantize="none"):
         folder: where to write them.
         quantize: "none"; "float16" (weights and arithmetic in float16, inputs and outputs as in
             the contract); "int8" (dynamic quantisation of the matmul weights).
+        functions: which of the four to write (all of them for an export; fewer for a benchmark).
 
     Returns:
         The file names written.
     """
-    import tf2onnx
-
     os.makedirs(folder, exist_ok=True)
     names = []
-    for name in SIGNATURES:
-        function = getattr(module, name)
-        path = os.path.join(folder, f"{name}.onnx")
-        model_proto, _ = tf2onnx.convert.from_function(function, input_signature=function.input_signature,
-                                                       opset=ONNX_OPSET)
-        _save_onnx(model_proto, path, quantize)
+    for name in functions:
+        save_onnx(onnx_proto(module, name), os.path.join(folder, f"{name}.onnx"), quantize)
         names.append(f"{name}.onnx")
     return names
 
 
-def _save_onnx(model_proto, path, quantize):
+def onnx_proto(module, name):
+    """The ONNX model of one of `module`'s functions (by name), as tf2onnx converts it."""
+    import tf2onnx
+
+    function = getattr(module, name)
+    model_proto, _ = tf2onnx.convert.from_function(function, input_signature=function.input_signature,
+                                                   opset=ONNX_OPSET)
+    return model_proto
+
+
+def save_onnx(model_proto, path, quantize="none"):
+    """Writes an ONNX model to `path`, quantised as `write_onnx` says ("float16" may convert
+    `model_proto` in place: save that one last)."""
     import onnx
 
     if quantize == "float16":
@@ -72,13 +79,14 @@ def _save_onnx(model_proto, path, quantize):
         quantize_dynamic(path, path, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
 
 
-def write_litert(module, folder, quantize="none"):
+def write_litert(module, folder, quantize="none", functions=SIGNATURES):
     """One .tflite file per function, LiteRT builtin ops only, its signature named after it.
 
     Args:
         module: a SamExportModule.
         folder: where to write them.
         quantize: "none"; "float16" (float16 weights); "int8" (dynamic-range int8 weights).
+        functions: which of the four to write (all of them for an export; fewer for a benchmark).
 
     Returns:
         The file names written.
@@ -90,7 +98,7 @@ def write_litert(module, folder, quantize="none"):
     try:
         tf.saved_model.save(module, staging, signatures=module.concrete_functions())
         names = []
-        for name in SIGNATURES:
+        for name in functions:
             converter = tf.lite.TFLiteConverter.from_saved_model(staging, signature_keys=[name])
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
             if quantize in ("float16", "int8"):
