@@ -5,15 +5,16 @@
 
 First every artefact is written with `keras_sam.export.writers` (no agreement check: `keras-sam
 export` does that) into `--workdir` (default: a temporary folder), each format in a process of its
-own so that its converter's memory goes back before the next (one process writing every format
-of sam-vit-base in turn passed 18 GiB during the ONNX conversion): the SavedModel once, ONNX converted once per function and saved in each
-quantisation, LiteRT converted once per quantisation. A format already written in `--workdir` by
-an earlier run of the same command is reused. `--functions` limits the ONNX and LiteRT files to some of the four (at sam-vit-base size `segment` is a second copy of the
-encoder, and converting it costs as much as `embed`). Then the float32 artefacts are opened, and
-one image (300x420) is embedded and decoded (one box) in every runtime in turn, `--repeats`
-rounds after a warm-up round: the runtimes are timed side by side with the Keras model, so load
-from other processes falls on all of them alike; the median is printed. The quantised artefacts
-follow, one at a time (at sam-vit-base size each runtime holds gigabytes of activations).
+own so that its converter's memory goes back before the next (one process writing every format of
+sam-vit-base in turn passed 18 GiB during the ONNX conversion): the SavedModel once, ONNX converted
+once per function and saved in each quantisation, LiteRT converted once per quantisation. A format
+already written in `--workdir` by an earlier run of the same command is reused. `--functions`
+limits the ONNX and LiteRT files to some of the four (at sam-vit-base size `segment` is a second
+copy of the encoder, and converting it costs as much as `embed`). Then the float32 artefacts are
+opened, and one image (300x420) is embedded and decoded (one box) in every runtime in turn,
+`--repeats` rounds after a warm-up round: the runtimes are timed side by side with the Keras model,
+so load from other processes falls on all of them alike; the median is printed. The quantised
+artefacts follow, one at a time (at sam-vit-base size each runtime holds gigabytes of activations).
 
 The Keras side is timed twice: its graph parts alone (SamSegmenter's traced encoder on pixel
 values, its call on the embedding), and with the processing the exported functions hold (the
