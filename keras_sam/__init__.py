@@ -1,12 +1,12 @@
 """keras-sam: fine-tune Segment Anything (SAM) on medical images with Keras compile() and fit().
 
 The names below load on first use, so importing a part of keras-sam pulls in only what that part
-needs: `keras_sam.data` and `keras_sam.geometry` import no Keras at all. In a program that has
+needs: `keras_sam.data` and `keras_sam.common.geometry` import no Keras at all. In a program that has
 already imported tf_keras, `import keras_sam` loads the tf-keras model family at once, which
 registers its classes for `tf_keras.models.load_model`.
 
 Importing keras-sam changes no process-wide setting. For SAM's large tensors TensorFlow is much
-faster with a CPU allocator that keeps freed memory: `keras_sam.tf_allocator` says how to ask
+faster with a CPU allocator that keeps freed memory: `keras_sam.common.tf_allocator` says how to ask
 for it (the `keras-sam` command line does).
 """
 
@@ -16,19 +16,19 @@ import sys
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "DiceBCELoss": "keras_sam.losses",
-    "DiceLoss": "keras_sam.losses",
-    "DiceScore": "keras_sam.metrics",
-    "FocalLoss": "keras_sam.losses",
-    "FusedAdam": "keras_sam.optimizers",
-    "IoUScore": "keras_sam.metrics",
-    "SamSegmenter": "keras_sam.segmenter",
-    "SegmentationOutput": "keras_sam.segmenter",
-    "best_mask_logits": "keras_sam.segmenter",
-    "postprocess_masks": "keras_sam.postprocessing",
-    "processor_for_config": "keras_sam.configs",
-    "sam_vit_base_config": "keras_sam.configs",
-    "tiny_sam_config": "keras_sam.configs",
+    "DiceBCELoss": "keras_sam.tfkeras.losses",
+    "DiceLoss": "keras_sam.tfkeras.losses",
+    "DiceScore": "keras_sam.tfkeras.metrics",
+    "FocalLoss": "keras_sam.tfkeras.losses",
+    "FusedAdam": "keras_sam.tfkeras.optimizers",
+    "IoUScore": "keras_sam.tfkeras.metrics",
+    "SamSegmenter": "keras_sam.tfkeras.segmenter",
+    "SegmentationOutput": "keras_sam.tfkeras.segmenter",
+    "best_mask_logits": "keras_sam.tfkeras.segmenter",
+    "postprocess_masks": "keras_sam.common.postprocessing",
+    "processor_for_config": "keras_sam.common.configs",
+    "sam_vit_base_config": "keras_sam.common.configs",
+    "tiny_sam_config": "keras_sam.common.configs",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -47,4 +47,4 @@ def __dir__():
 
 
 if "tf_keras" in sys.modules:
-    importlib.import_module("keras_sam.segmenter")
+    importlib.import_module("keras_sam.tfkeras.segmenter")

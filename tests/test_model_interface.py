@@ -1,4 +1,4 @@
-"""The tf-keras SamSegmenter implements keras_sam.model_interface.SegmenterModel (the Keras 3 one
+"""The tf-keras SamSegmenter implements keras_sam.common.model_interface.SegmenterModel (the Keras 3 one
 is checked in tests/keras3/test_model_interface.py), and the modules that take a model use its
 members directly."""
 

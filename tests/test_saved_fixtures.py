@@ -9,7 +9,7 @@ import pytest
 import tf_keras as keras
 
 from keras_sam import SamSegmenter
-from keras_sam.model_files import load_segmenter
+from keras_sam.common.model_files import load_segmenter
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 

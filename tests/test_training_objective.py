@@ -1,11 +1,11 @@
-"""The training objective's arithmetic (keras_sam.training_objective) on hand-made masks, in NumPy:
+"""The training objective's arithmetic (keras_sam.common.training_objective) on hand-made masks, in NumPy:
 the values both families' compute_loss are built from."""
 
 import numpy as np
 import pytest
 
-from keras_sam import objectives
-from keras_sam.training_objective import (mean_over_batch, numpy_ops, objective_terms, per_pixel,
+from keras_sam.common import losses_and_scores as objectives
+from keras_sam.common.training_objective import (mean_over_batch, numpy_ops, objective_terms, per_pixel,
                                           replica_share, trained_masks, true_iou)
 
 # Two 2x2 targets and three candidate masks each, as logits (+5 inside, -5 outside).
@@ -60,7 +60,7 @@ def test_the_shared_objective_and_model_interface_import_no_keras():
     import subprocess
     import sys
 
-    code = ("import sys, keras_sam.training_objective, keras_sam.model_interface; "
+    code = ("import sys, keras_sam.common.training_objective, keras_sam.common.model_interface; "
             "print([m for m in ('tensorflow', 'tf_keras', 'keras', 'jax', 'torch') if m in sys.modules])")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert run.stdout.strip() == "[]"

@@ -10,7 +10,7 @@ needs neither Keras: data, geometry, pre- and post-processing, the loss and metr
 the overlay rendering.
 """
 
-from keras_sam.components import COMPONENTS
+from keras_sam.common.training_options import COMPONENTS
 from keras_sam.keras3.callbacks import MaskOverlayCallback
 from keras_sam.keras3.losses import DiceBCELoss, DiceLoss, FocalLoss
 from keras_sam.keras3.metrics import DiceScore, IoUScore, OnProbabilities

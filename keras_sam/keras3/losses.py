@@ -1,13 +1,14 @@
 """Segmentation losses on mask logits for Keras 3 (any backend): Dice, Dice + BCE, focal.
 
-The same options, arithmetic (`keras_sam.objectives`, here through `keras.ops`) and per-pixel
-`sample_weight` rule as the tf-keras family's `keras_sam.losses`.
+The same options, arithmetic (`keras_sam.common.losses_and_scores`, here through `keras.ops`) and per-pixel
+`sample_weight` rule as the tf-keras family's `keras_sam.tfkeras.losses`.
 """
 
 import keras
 from keras import ops
 
-from keras_sam import objectives, training_objective
+from keras_sam.common import losses_and_scores as objectives
+from keras_sam.common import training_objective
 
 REDUCTIONS = ("sum_over_batch_size", "sum", "mean", "none", None)
 
@@ -81,7 +82,7 @@ class MaskLoss(keras.losses.Loss):
 
 @keras.saving.register_keras_serializable(package="keras_sam")
 class DiceLoss(MaskLoss):
-    """Dice loss on mask logits with MONAI's options (see keras_sam.losses.DiceLoss)."""
+    """Dice loss on mask logits with MONAI's options (see keras_sam.tfkeras.losses.DiceLoss)."""
 
     def __init__(self, sigmoid=True, squared_pred=False, jaccard=False, smooth_nr=1e-5, smooth_dr=1e-5,
                  batch=False, reduction="sum_over_batch_size", name="dice_loss", dtype=None):

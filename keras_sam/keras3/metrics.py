@@ -1,12 +1,12 @@
 """Dice and IoU metrics on mask logits for Keras 3, and the wrapper that hands other metrics
-probabilities: the Keras 3 counterparts of `keras_sam.metrics` and the tf-keras segmenter's."""
+probabilities: the Keras 3 counterparts of `keras_sam.tfkeras.metrics` and the tf-keras segmenter's."""
 
 import keras
 from keras import ops
 
-from keras_sam import objectives
+from keras_sam.common import losses_and_scores as objectives
 from keras_sam.keras3.losses import per_sample_arrays
-from keras_sam.metric_routing import metric_object
+from keras_sam.common.metric_inputs import metric_object
 
 
 class _MeanPerSampleScore(keras.metrics.Metric):

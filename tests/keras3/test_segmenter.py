@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from toy import disks
-from keras_sam.configs import tiny_sam_config
+from keras_sam.common.configs import tiny_sam_config
 from keras_sam.keras3 import DiceLoss, DiceScore, SamSegmenter
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "README.md")

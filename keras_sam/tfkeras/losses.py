@@ -1,6 +1,6 @@
 """Segmentation losses on mask logits for tf-keras: Dice (as MONAI defines it), Dice + BCE, focal.
 
-The arithmetic is `keras_sam.objectives`'; these classes add the options, serialisation and
+The arithmetic is `keras_sam.common.losses_and_scores`'; these classes add the options, serialisation and
 Keras's reduction (a mean over the batch, so the loss never depends on a global batch size).
 
 `sample_weight` may be per sample, (B,), or per pixel, the targets' shape ((B, H, W) or
@@ -12,7 +12,8 @@ import tensorflow as tf
 import tensorflow.experimental.numpy as tnp
 import tf_keras as keras
 
-from keras_sam import objectives, training_objective
+from keras_sam.common import losses_and_scores as objectives
+from keras_sam.common import training_objective
 
 
 # The objective's ops in this family: TensorFlow's NumPy API, with TensorFlow's stop_gradient and

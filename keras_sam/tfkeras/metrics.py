@@ -1,6 +1,6 @@
 """Dice and IoU of predicted masks for tf-keras: per-sample scores, averaged over the whole dataset.
 
-The scores are `keras_sam.objectives.overlap_scores`; the metrics accumulate their sums and
+The scores are `keras_sam.common.losses_and_scores.overlap_scores`; the metrics accumulate their sums and
 counts, so the result is the same however the data is batched, and the command line reports the
 same numbers at the image's own resolution. They take mask logits (`from_logits` is True):
 SamSegmenter hands them logits and every other metric probabilities.
@@ -10,8 +10,8 @@ import tensorflow as tf
 import tensorflow.experimental.numpy as tnp
 import tf_keras as keras
 
-from keras_sam import objectives
-from keras_sam.losses import per_sample_arrays
+from keras_sam.common import losses_and_scores as objectives
+from keras_sam.tfkeras.losses import per_sample_arrays
 
 
 class _MeanPerSampleScore(keras.metrics.Metric):

@@ -12,7 +12,7 @@ import collections
 import numpy as np
 import tensorflow as tf
 
-from keras_sam.geometry import resized_shape
+from keras_sam.common.geometry import resized_shape
 
 PostprocessedMasks = collections.namedtuple("PostprocessedMasks", ["logits", "scores", "masks"])
 PostprocessedMasks.__doc__ = """What `postprocess_masks` returns (NumPy arrays).

@@ -12,10 +12,10 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from keras_sam.objectives import dice_per_sample
-from keras_sam.postprocessing import postprocess_masks
-from keras_sam.preprocessing import pixels_to_image
-from keras_sam.visualization import render_overlay, tile
+from keras_sam.common.losses_and_scores import dice_per_sample
+from keras_sam.common.postprocessing import postprocess_masks
+from keras_sam.common.preprocessing import pixels_to_image
+from keras_sam.common.visualization import render_overlay, tile
 
 IMAGE_INPUTS = ("pixel_values", "image_embeddings")
 

@@ -9,7 +9,7 @@ import tensorflow as tf
 import transformers
 
 _TRANSFORMERS_HINT = "pip install 'transformers>=4.40,<5'"
-PRETRAINED_DIRECTORY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
+PRETRAINED_DIRECTORY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pretrained")
 HUB_CONNECT_TIMEOUT = 5.0
 """Seconds to wait for the hub before saying it cannot be reached."""
 SHIPPED_MODELS = ("sam-small-shapes",)

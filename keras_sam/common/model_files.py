@@ -7,8 +7,8 @@ import os
 import tempfile
 import zipfile
 
-from keras_sam.hub import ModelLoadError
-from keras_sam.segmenter import SamSegmenter, load_model_file
+from keras_sam.common.hub import ModelLoadError
+from keras_sam.tfkeras.segmenter import SamSegmenter, load_model_file
 
 
 def model_folder(path):
