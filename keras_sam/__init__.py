@@ -46,5 +46,5 @@ def __dir__():
     return sorted(set(globals()) | set(_EXPORTS))
 
 
-if "tf_keras" in sys.modules:
+if sys.modules.get("tf_keras") is not None:  # imported (None marks an import refused)
     importlib.import_module("keras_sam.tfkeras.segmenter")
