@@ -13,18 +13,14 @@ for it (the `keras-sam` command line does).
 import importlib
 import sys
 
+from keras_sam.common.lazy_exports import lazy_exports
+
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "DiceBCELoss": "keras_sam.tfkeras.losses",
-    "DiceLoss": "keras_sam.tfkeras.losses",
-    "DiceScore": "keras_sam.tfkeras.metrics",
-    "FocalLoss": "keras_sam.tfkeras.losses",
-    "FusedAdam": "keras_sam.tfkeras.optimizers",
-    "IoUScore": "keras_sam.tfkeras.metrics",
-    "SamSegmenter": "keras_sam.tfkeras.segmenter",
-    "SegmentationOutput": "keras_sam.tfkeras.segmenter",
-    "best_mask_logits": "keras_sam.tfkeras.segmenter",
+    # The tf-keras family's names (keras_sam.tfkeras); `keras_sam.keras3` has the Keras 3 family's.
+    **dict.fromkeys(("DiceBCELoss", "DiceLoss", "DiceScore", "FocalLoss", "FusedAdam", "IoUScore",
+                     "SamSegmenter", "SegmentationOutput", "best_mask_logits"), "keras_sam.tfkeras"),
     "postprocess_masks": "keras_sam.common.postprocessing",
     "processor_for_config": "keras_sam.common.configs",
     "sam_vit_base_config": "keras_sam.common.configs",
@@ -32,18 +28,7 @@ _EXPORTS = {
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'keras_sam' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 if sys.modules.get("tf_keras") is not None:  # imported (None marks an import refused)

@@ -8,29 +8,15 @@ layers, recomputed encoder blocks, the fused optimizer, the input checks).
 Every module here imports `tf_keras as keras`. The names below load on first use.
 """
 
-import importlib
+from keras_sam.common.lazy_exports import lazy_exports
 
 _EXPORTS = {
-    "DiceBCELoss": "keras_sam.tfkeras.losses",
-    "DiceLoss": "keras_sam.tfkeras.losses",
-    "FocalLoss": "keras_sam.tfkeras.losses",
-    "DiceScore": "keras_sam.tfkeras.metrics",
-    "IoUScore": "keras_sam.tfkeras.metrics",
-    "OnProbabilities": "keras_sam.tfkeras.segmenter",
+    **dict.fromkeys(("DiceBCELoss", "DiceLoss", "FocalLoss"), "keras_sam.tfkeras.losses"),
+    **dict.fromkeys(("DiceScore", "IoUScore", "OnProbabilities"), "keras_sam.tfkeras.metrics"),
+    **dict.fromkeys(("SamSegmenter", "SegmentationOutput", "best_mask_logits"), "keras_sam.tfkeras.segmenter"),
+    "FusedAdam": "keras_sam.tfkeras.optimizers",
     "MaskOverlayCallback": "keras_sam.tfkeras.callbacks",
-    "SamSegmenter": "keras_sam.tfkeras.segmenter",
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'keras_sam.tfkeras' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

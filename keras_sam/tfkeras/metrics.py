@@ -10,48 +10,31 @@ import tensorflow as tf
 import tensorflow.experimental.numpy as tnp
 import tf_keras as keras
 
-from keras_sam.common import losses_and_scores as objectives
+from keras_sam.common.loss_metric_mixins import MeanPerSampleScore, ProbabilityMetric
 from keras_sam.tfkeras.losses import per_sample_arrays
 
 
-class _MeanPerSampleScore(keras.metrics.Metric):
+class _MeanPerSampleScore(MeanPerSampleScore, keras.metrics.Metric):
     """Mean over all samples seen of a per-sample score of thresholded logits."""
 
-    score_index = None  # 0: Dice, 1: IoU
+    _ops = tnp
+    _per_sample_arrays = staticmethod(per_sample_arrays)
+    # Not converted by autograph: no control flow on tensors, and converting it is slow.
+    update_state = tf.autograph.experimental.do_not_convert(MeanPerSampleScore.update_state)
 
-    def __init__(self, threshold=0.0, name=None, dtype=None):
-        super().__init__(name=name, dtype=dtype)
-        self.threshold = threshold
-        self.from_logits = True
-        self.total = self.add_weight(name="total", initializer="zeros")
-        self.count = self.add_weight(name="count", initializer="zeros")
-
-    @tf.autograph.experimental.do_not_convert  # no control flow on tensors; converting it is slow
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        """Args: y_true binary masks (B, [1,] H, W); y_pred logits of the same size; sample_weight
-        (B,) or per pixel like y_true (areas become sums of weights; a sample counts by its mean
-        weight)."""
-        y_true, y_pred, pixels, samples = per_sample_arrays(y_true, y_pred, sample_weight)
-        total, count = objectives.score_sums(tnp, y_true, y_pred, pixels, samples, self.threshold,
-                                             self.score_index)
-        self.total.assign_add(total)
-        self.count.assign_add(count)
+    def _add_counter(self, name):
+        return self.add_weight(name=name, initializer="zeros")
 
     @tf.autograph.experimental.do_not_convert
     def result(self):
         return tf.math.divide_no_nan(self.total, self.count)
 
-    def reset_state(self):
-        self.total.assign(0.0)
-        self.count.assign(0.0)
-
-    def get_config(self):
-        return {**super().get_config(), "threshold": self.threshold}
-
 
 @keras.saving.register_keras_serializable(package="keras_sam")
 class DiceScore(_MeanPerSampleScore):
     """Mean per-sample Dice of masks predicted as `logits > threshold` (0: probability 0.5).
+
+    Args: threshold, name ("dice"), dtype.
 
     Example:
         >>> metric = DiceScore()
@@ -60,17 +43,31 @@ class DiceScore(_MeanPerSampleScore):
         1.0
     """
 
-    score_index = 0
-
-    def __init__(self, threshold=0.0, name="dice", dtype=None):
-        super().__init__(threshold=threshold, name=name, dtype=dtype)
+    score_index, default_name = 0, "dice"
 
 
 @keras.saving.register_keras_serializable(package="keras_sam")
 class IoUScore(_MeanPerSampleScore):
-    """Mean per-sample IoU of masks predicted as `logits > threshold`."""
+    """Mean per-sample IoU of masks predicted as `logits > threshold`. Args: threshold, name ("iou"),
+    dtype."""
 
-    score_index = 1
+    score_index, default_name = 1, "iou"
 
-    def __init__(self, threshold=0.0, name="iou", dtype=None):
-        super().__init__(threshold=threshold, name=name, dtype=dtype)
+
+@keras.saving.register_keras_serializable(package="keras_sam")
+class OnProbabilities(ProbabilityMetric, keras.metrics.Metric):
+    """Feeds a Keras metric probabilities: the sigmoid of SamSegmenter's mask logits.
+
+    `SamSegmenter.compile` wraps every metric not made with `from_logits=True` in one; the
+    metric keeps its name in the logs.
+
+    Args:
+        metric: a metric, its name ("accuracy", "binary_iou", ...) or a metric function.
+    """
+
+    _keras = keras
+    _sigmoid = staticmethod(tf.sigmoid)
+
+    @tf.__internal__.tracking.no_automatic_dependency_tracking
+    def _keep_untracked(self, metric):
+        self.metric = metric

@@ -18,8 +18,8 @@ from keras_sam.common.hub import ModelLoadError, load_tf_sam, require_tf_sam
 from keras_sam.tfkeras.input_checks import assert_binary, conform
 from keras_sam.tfkeras.keras3_guard import reject_keras3
 from keras_sam.tfkeras.losses import OPS, DiceLoss, MaskLoss, per_sample_arrays
-from keras_sam.common.metric_inputs import metric_object, on_masks
-from keras_sam.tfkeras.metrics import DiceScore, IoUScore
+from keras_sam.common.metric_inputs import on_masks
+from keras_sam.tfkeras.metrics import DiceScore, IoUScore, OnProbabilities
 from keras_sam.tfkeras.optimizers import FusedAdam
 from keras_sam.common.storage import atomic_directory
 from keras_sam.tfkeras.tf_sam_patches import patch_tf_sam
@@ -618,41 +618,3 @@ def _class_weight_table(class_weight):
         raise ValueError(f"class_weight holds classes {unknown}; masks have classes 0 (background) and 1 "
                          "(the object)")
     return tuple(float(class_weight.get(label, 1.0)) for label in (0, 1))
-
-
-@keras.saving.register_keras_serializable(package="keras_sam")
-class OnProbabilities(keras.metrics.Metric):
-    """Feeds a Keras metric probabilities: the sigmoid of SamSegmenter's mask logits.
-
-    `SamSegmenter.compile` wraps every metric not made with `from_logits=True` in one; the
-    metric keeps its name in the logs.
-
-    Args:
-        metric: a metric, its name ("accuracy", "binary_iou", ...) or a metric function.
-    """
-
-    def __init__(self, metric, name=None, dtype=None):
-        metric = metric_object(metric, keras)
-        super().__init__(name=name or metric.name, dtype=dtype or metric.dtype)
-        self._set_metric(metric)
-
-    @tf.__internal__.tracking.no_automatic_dependency_tracking
-    def _set_metric(self, metric):
-        # Not tracked: Keras would list it among the model's metrics beside this one.
-        self.metric = metric
-
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        return self.metric.update_state(y_true, tf.sigmoid(y_pred), sample_weight=sample_weight)
-
-    def result(self):
-        return self.metric.result()
-
-    def reset_state(self):
-        self.metric.reset_state()
-
-    def get_config(self):
-        return {"metric": keras.metrics.serialize(self.metric), "name": self.name, "dtype": self.dtype}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**{**config, "metric": keras.metrics.deserialize(config["metric"])})
