@@ -15,7 +15,7 @@ from keras_sam.common.adaptation_options import (DEFAULT_ADAPTER_RATIO, DEFAULT_
 from keras_sam.common.training_options import TrainingOptions, auto
 from keras_sam.common.configs import mask_grid_of, processor_for_config
 from keras_sam.common.hub import ModelLoadError, load_tf_sam, require_tf_sam
-from keras_sam.tfkeras.input_checks import assert_binary, conform
+from keras_sam.tfkeras.input_checks import assert_binary, with_checked_shape
 from keras_sam.tfkeras.keras3_guard import reject_keras3
 from keras_sam.tfkeras.losses import OPS, DiceLoss, MaskLoss, per_sample_arrays
 from keras_sam.common.metric_inputs import on_masks
@@ -268,11 +268,11 @@ class SamSegmenter(TrainingOptions, keras.Model):
         for key, dtype in PROMPT_DTYPES.items():
             if inputs.get(key) is not None:
                 tail, expected = self._input_shapes[key]
-                args[key] = conform(key, tf.cast(inputs[key], dtype), tail, expected, set_axis=True,
-                                    several=SEVERAL_PROMPT_SETS.replace("{name}", key))
+                args[key] = with_checked_shape(key, tf.cast(inputs[key], dtype), tail, expected, set_axis=True,
+                                               several=SEVERAL_PROMPT_SETS.replace("{name}", key))
         key = images[0]
         tail, expected = self._input_shapes[key]
-        args[key] = conform(key, tf.cast(inputs[key], self.compute_dtype), tail, expected)
+        args[key] = with_checked_shape(key, tf.cast(inputs[key], self.compute_dtype), tail, expected)
         return args
 
     @property
@@ -560,10 +560,10 @@ class SamSegmenter(TrainingOptions, keras.Model):
         if y is None:
             raise ValueError("fit/evaluate need targets: binary masks on the logits grid")
         grid = self.mask_grid
-        y = conform("targets", tf.cast(tf.convert_to_tensor(y), tf.float32), (grid, grid),
-                    f"(B, {grid}, {grid}) or (B, 1, {grid}, {grid}) on the model's logits grid "
-                    "(resize and pad them like the image: SamProcessor's segmentation_maps does)",
-                    set_axis=True)
+        y = with_checked_shape("targets", tf.cast(tf.convert_to_tensor(y), tf.float32), (grid, grid),
+                               f"(B, {grid}, {grid}) or (B, 1, {grid}, {grid}) on the model's logits grid "
+                               "(resize and pad them like the image: SamProcessor's segmentation_maps does)",
+                               set_axis=True)
         return assert_binary(y[:, 0])
 
     def _pixel_weights(self, sample_weight):
@@ -577,9 +577,9 @@ class SamSegmenter(TrainingOptions, keras.Model):
                              f"{grid}, {grid}) or (B, 1, {grid}, {grid}) per pixel")
         if weights.shape.rank <= 1 or (weights.shape.rank == 2 and weights.shape[1] == 1):
             return training_objective.per_pixel(OPS, weights, grid)
-        weights = conform("sample_weight", weights, (grid, grid),
-                          f"(B,) per sample, or (B, {grid}, {grid}) or (B, 1, {grid}, {grid}) per pixel",
-                          set_axis=True)
+        weights = with_checked_shape("sample_weight", weights, (grid, grid),
+                                     f"(B,) per sample, or (B, {grid}, {grid}) or (B, 1, {grid}, {grid}) per pixel",
+                                     set_axis=True)
         return weights[:, 0]
 
     def _with_class_weights(self, y, sample_weight):
