@@ -4,7 +4,7 @@ the values both families' compute_loss are built from."""
 import numpy as np
 import pytest
 
-from keras_sam.common import losses_and_scores as objectives
+from keras_sam.common import losses_and_scores
 from keras_sam.common.training_objective import (mean_over_batch, numpy_ops, objective_terms, per_pixel,
                                           replica_share, trained_masks, true_iou)
 
@@ -19,7 +19,7 @@ LOGITS = np.where(MASKS > 0, 5.0, -5.0).astype(np.float32)
 
 def dice_per_sample(y, logits):
     size = y[0].size
-    return objectives.dice_loss_on_logits(numpy_ops, y.reshape(-1, size), logits.reshape(-1, size))
+    return losses_and_scores.dice_loss_on_logits(numpy_ops, y.reshape(-1, size), logits.reshape(-1, size))
 
 
 def test_the_trained_mask_is_each_samples_lowest_loss():
