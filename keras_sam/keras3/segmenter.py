@@ -99,6 +99,10 @@ class SamSegmenter(TrainingOptions, keras.Model):
         >>> model.fit(dataset, epochs=3)  # doctest: +SKIP
     """
 
+    # The family's side of the shared training objective (TrainingOptions._per_sample_loss).
+    _objective_ops, _keras_module, _mask_loss_class = OPS, keras, MaskLoss
+    _per_sample_arrays = staticmethod(per_sample_arrays)
+
     def __init__(self, image_encoder, prompt_encoder, mask_decoder, *,
                  freeze=("vision_encoder", "prompt_encoder"), multimask_output=False, iou_loss_weight=1.0,
                  decoder_norm_epsilon=None, **kwargs):
@@ -339,10 +343,6 @@ class SamSegmenter(TrainingOptions, keras.Model):
         logits = training_objective.highest_scored_masks(OPS, y_pred["mask_logits"], y_pred["iou_scores"])
         return super().compute_metrics(x, self._targets(y)[..., None], logits[..., None],
                                        self._pixel_weights(sample_weight))
-
-    def _per_sample_loss(self, y, logits, pixel_weights):
-        return training_objective.per_sample_loss(OPS, keras, self.loss, y, logits, pixel_weights,
-                                                  per_sample_arrays, MaskLoss)
 
     def _targets(self, y):
         if y is None:

@@ -96,6 +96,10 @@ class SamSegmenter(TrainingOptions, keras.Model):
         >>> model.fit(dataset, epochs=3)  # doctest: +SKIP
     """
 
+    # The family's side of the shared training objective (TrainingOptions._per_sample_loss).
+    _objective_ops, _keras_module, _mask_loss_class = OPS, keras, MaskLoss
+    _per_sample_arrays = staticmethod(per_sample_arrays)
+
     def __init__(
         self,
         sam,
@@ -550,10 +554,6 @@ class SamSegmenter(TrainingOptions, keras.Model):
         targets = self._targets(y)[..., None]
         pixel_weights = self._pixel_weights(sample_weight)
         return super().compute_metrics(x, targets, best_mask_logits(y_pred)[..., None], pixel_weights)
-
-    def _per_sample_loss(self, y, logits, pixel_weights):
-        return training_objective.per_sample_loss(OPS, keras, self.loss, y, logits, pixel_weights,
-                                                  per_sample_arrays, MaskLoss)
 
     def _targets(self, y):
         """Checks targets are binary masks on the logits grid; returns them as (B, H, W) float32."""
