@@ -1,6 +1,6 @@
 """Models saved by keras-sam before the package layout changed (tests/fixtures, written by
 make_fixtures.py) still load through the public loading paths and predict what they predicted
-then. The Keras 3 model's own check runs per backend in tests/keras3/test_saved_fixture.py."""
+then. The Keras 3 model's own check runs per backend in tests/keras3/test_segmenter.py."""
 
 import os
 
@@ -43,11 +43,9 @@ def test_a_save_pretrained_folder_loads_and_predicts_the_same(saved):
     assert_predicts_as_saved(model, saved)
 
 
-def test_the_command_lines_loader_reads_the_tf_keras_file_and_the_folder(saved):
-    for name in ("tf_keras_model.keras", "tf_keras_pretrained"):
-        model = load_segmenter(os.path.join(FIXTURES, name))
-        model.multimask_output = True
-        assert_predicts_as_saved(model, saved)
+def test_the_command_lines_loader_reads_the_tf_keras_file(saved):
+    model = load_segmenter(os.path.join(FIXTURES, "tf_keras_model.keras"))
+    assert_predicts_as_saved(model, saved)  # it keeps the saved multimask setting
 
 
 def test_the_command_lines_loader_converts_the_keras3_file_into_a_tf_keras_model(saved):
