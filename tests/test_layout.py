@@ -68,8 +68,9 @@ import keras_sam.keras3, keras_sam.keras3.convert
 import keras_sam.common.configs, keras_sam.common.hub, keras_sam.common.inference, keras_sam.common.evaluation
 import keras_sam.common.overlays, keras_sam.common.model_files, keras_sam.common.training_objective
 import keras_sam.data.readers, keras_sam.data.splits
-print("loaded:", sorted(m for m, module in sys.modules.items()
-                        if module is not None and (m.split(".")[0] in ("tensorflow", "tf_keras") or "modeling_tf" in m)))
+def refused(name):
+    return name.split(".")[0] in ("tensorflow", "tf_keras") or "modeling_tf" in name
+print("loaded:", sorted(m for m, module in sys.modules.items() if module is not None and refused(m)))
 """
 
 

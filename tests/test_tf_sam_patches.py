@@ -284,7 +284,7 @@ def test_without_speed_rewrites_only_the_correctness_fixes_are_applied():
 
     from keras_sam import tiny_sam_config
     from keras_sam.tfkeras.tf_sam_patches import (_float32_attention_call, _rank2_positional_call, gelu_in_float32,
-                                          patch_tf_sam)
+                                                  patch_tf_sam)
 
     sam = patch_tf_sam(TFSamModel(tiny_sam_config()), speed=())
     assert sam.shared_image_embedding.call.__func__ is _rank2_positional_call

@@ -6,7 +6,7 @@ import pytest
 
 from keras_sam.common import losses_and_scores
 from keras_sam.common.training_objective import (mean_over_batch, numpy_ops, objective_terms, per_pixel,
-                                          replica_share, trained_masks, true_iou)
+                                                 replica_share, trained_masks, true_iou)
 
 # Two 2x2 targets and three candidate masks each, as logits (+5 inside, -5 outside).
 Y = np.array([[[1, 1], [0, 0]], [[0, 0], [0, 1]]], np.float32)

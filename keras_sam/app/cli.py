@@ -13,7 +13,8 @@ import importlib
 import sys
 
 from keras_sam import __version__
-from keras_sam.common.adaptation_options import ADAPT_METHODS, DEFAULT_ADAPT, DEFAULT_LORA_RANK, DEFAULT_LORA_TARGETS, LORA_TARGETS
+from keras_sam.common.adaptation_options import (ADAPT_METHODS, DEFAULT_ADAPT, DEFAULT_LORA_RANK, DEFAULT_LORA_TARGETS,
+                                                 LORA_TARGETS)
 from keras_sam.app.defaults import (DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_JITTER, DEFAULT_PRESET, DEMO,
                                     LOSS_NAMES, MIN_STEPS_TO_PROBE, MODEL_PRESETS)
 from keras_sam.app.errors import UsageError

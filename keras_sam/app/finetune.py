@@ -24,7 +24,7 @@ from keras_sam.app.settings import DEMO, resolve, speed_setting_sources
 from keras_sam.app.speed import (SpeedChoice, allocator_choice, choose_jit_compile, choose_precision,
                                  cpu_supports_bfloat16, precision_policy, step_timer, too_short_to_probe)
 from keras_sam.tfkeras.callbacks import (LearningRateLogger, MaskOverlayCallback, NonFiniteLossError,
-                                 StopOnNonFiniteLoss)
+                                         StopOnNonFiniteLoss)
 from keras_sam.data import (DataError, PromptOptions, build_dataset, cache_embeddings, find_records,
                             read_lesions, split_lesions, steps_per_epoch, write_busi_phantoms,
                             write_manifest)

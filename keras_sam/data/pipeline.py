@@ -18,7 +18,7 @@ import tensorflow as tf
 from keras_sam.data.prompt_options import PROMPT_KINDS, PromptOptions  # noqa: F401 (re-exported)
 from keras_sam.data.readers import load_image, load_mask
 from keras_sam.common.geometry import (grid_size, input_size, model_scale, resized_shape,
-                                to_model_coordinates)
+                                       to_model_coordinates)
 from keras_sam.common.preprocessing import preprocess_image, preprocess_mask
 from keras_sam.common.prompts import jitter_boxes, sample_points
 

@@ -9,8 +9,8 @@ bit-identical while these weights train. Call `SamSegmenter.adapt(...)` rather t
 import tensorflow as tf
 import tf_keras as keras
 
-from keras_sam.common.adaptation_options import (DEFAULT_ADAPTER_RATIO, DEFAULT_LORA_RANK, DEFAULT_LORA_TARGETS, check_rank,
-                                  check_targets)
+from keras_sam.common.adaptation_options import (DEFAULT_ADAPTER_RATIO, DEFAULT_LORA_RANK, DEFAULT_LORA_TARGETS,
+                                                 check_rank, check_targets)
 from keras_sam.tfkeras.adapters import MLP_ADAPTER_SCALE, BottleneckAdapter, attach_after_attention
 from keras_sam.tfkeras.lora import LoraDense, attach_update, check_linear, merged_kernels
 

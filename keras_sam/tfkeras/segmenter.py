@@ -11,7 +11,7 @@ from transformers import SamConfig
 
 from keras_sam.common import training_objective
 from keras_sam.common.adaptation_options import (DEFAULT_ADAPTER_RATIO, DEFAULT_LORA_RANK, DEFAULT_LORA_TARGETS,
-                                  check_method)
+                                                 check_method)
 from keras_sam.common.training_options import TrainingOptions, auto
 from keras_sam.common.configs import mask_grid_of, processor_for_config
 from keras_sam.common.hub import ModelLoadError, load_tf_sam, require_tf_sam
