@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 
-from keras_sam.adaptation import DEFAULT_LORA_RANK
+from keras_sam.common.adaptation_options import DEFAULT_LORA_RANK
 
 METHODS = ("decoder", "lora", "adapter", "full")
 
@@ -37,7 +37,7 @@ def measure(method, batch_size, steps, rank, precision, recompute=False):
 
     from keras_sam import SamSegmenter, sam_vit_base_config
     from keras_sam.app.speed import precision_policy
-    from keras_sam.segmenter import default_optimizer
+    from keras_sam.tfkeras.segmenter import default_optimizer
 
     with precision_policy(precision):
         model = SamSegmenter(TFSamModel(sam_vit_base_config()))

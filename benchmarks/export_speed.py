@@ -19,7 +19,7 @@ artefacts follow, one at a time (at sam-vit-base size each runtime holds gigabyt
 The Keras side is timed twice: its graph parts alone (SamSegmenter's traced encoder on pixel
 values, its call on the embedding), and with the processing the exported functions hold (the
 processor's resize and normalisation; the masks at the image's size), as
-`keras_sam.inference.segment_image` runs them. With `--bfloat16` a third Keras row runs the
+`keras_sam.common.inference.segment_image` runs them. With `--bfloat16` a third Keras row runs the
 encoder under the `mixed_bfloat16` policy, as `keras-sam finetune` fills the embedding cache on
 CPUs with bfloat16 instructions. LiteRT runs on `--threads` threads (default: every core; the
 interpreter's own default is one) with XNNPACK, its default delegate for float models.
@@ -117,13 +117,13 @@ def main(argv=None):
 
     from keras_sam import SamSegmenter
     from keras_sam.app.speed import precision_policy
-    from keras_sam.configs import sam_vit_base_config
+    from keras_sam.common.configs import sam_vit_base_config
+    from keras_sam.common.hub import require_tf_sam
+    from keras_sam.common.postprocessing import postprocess_masks
+    from keras_sam.common.preprocessing import preprocess_image
     from keras_sam.export import formats
     from keras_sam.export.exporter import load_model
     from keras_sam.export.runtimes import open_artefact
-    from keras_sam.hub import require_tf_sam
-    from keras_sam.postprocessing import postprocess_masks
-    from keras_sam.preprocessing import preprocess_image
 
     workdir = args.workdir or tempfile.mkdtemp(prefix="export-speed-")
     os.makedirs(workdir, exist_ok=True)
