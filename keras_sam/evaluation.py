@@ -12,13 +12,19 @@ these are the numbers to report. Results are joined to lesions by their id, neve
 import numpy as np
 from tqdm.auto import tqdm
 
-from keras_sam.data.readers import load_mask
+from keras_sam.data.image_samples import ImageSample
+from keras_sam.data.readers import load_target
 from keras_sam.geometry import box_mask, to_image_coordinates
 from keras_sam.objectives import dice_per_sample, iou_per_sample
 from keras_sam.postprocessing import postprocess_masks
 from keras_sam.surface_metrics import DEFAULT_NSD_TOLERANCE, UNITS, surface_scores
 
 SURFACE_METRICS = ("hd95", "nsd")
+NO_LESION_AREA = 0.001
+"""The rule for "the model predicts no lesion" on an image: its mask (probability above 0.5, at the
+image's own size) covers less than this share of the image's pixels (0.1%: a few stray pixels
+after upscaling the low-resolution mask, far below any lesion worth outlining). The IoU head's
+score is not used: it estimates the quality of a mask, not whether there is an object."""
 
 
 def surface_unit(lesions, units="auto"):
@@ -64,7 +70,9 @@ def evaluate_lesions(model, lesions, dataset, processor, progress=True, descript
 
     Returns:
         (rows, masks): rows, a list of dicts in the dataset's order, one per lesion: id, image,
-        mask, label, dice, iou, hd95, nsd, surface_unit, predicted_iou (in [0, 1]), with box
+        mask, label, dice, iou, hd95, nsd, surface_unit, predicted_iou (in [0, 1]); for samples
+        that are whole images (keras_sam.data.ImageSample, no prompt), also masks (every mask file), lesions (how many), predicted_area_share and
+        predicts_lesion (see NO_LESION_AREA); with box
         prompts box_dice, box_iou, box_hd95, box_nsd and the box in image pixels, with point prompts
         the points and their labels in image pixels; masks, each lesion's predicted mask at its
         image's size, by lesion id.
@@ -88,10 +96,15 @@ def evaluate_lesions(model, lesions, dataset, processor, progress=True, descript
         boxes = x["input_boxes"].numpy() if "input_boxes" in x else None
         points = x["input_points"].numpy() if "input_points" in x else None
         for index, lesion in enumerate(batch):
-            truth = load_mask(lesion.mask_path, lesion.image_size)
+            truth = load_target(lesion)
             mask = result.masks[index]
             row = {"id": lesion.id, "image": lesion.image_path, "mask": lesion.mask_path,
                    "label": lesion.label}
+            if isinstance(lesion, ImageSample):  # an image's lesions together (no prompt)
+                row["masks"] = list(lesion.mask_paths)
+                row["lesions"] = len(lesion.mask_paths)
+                row["predicted_area_share"] = float(mask.mean())
+                row["predicts_lesion"] = bool(mask.mean() >= NO_LESION_AREA)
             row["dice"], row["iou"] = _scores(truth, mask)
             row["hd95"], row["nsd"] = surface(truth, mask, lesion)
             row["surface_unit"], row["nsd_tolerance"] = unit, nsd_tolerance
@@ -111,6 +124,29 @@ def evaluate_lesions(model, lesions, dataset, processor, progress=True, descript
         bar.update(len(batch))
     bar.close()
     return rows, masks
+
+
+def lesion_rows(rows):
+    """The rows of samples with a lesion: those Dice and IoU are scored on (images without one
+    have no outline to overlap; `summarize_no_prompt` counts them apart)."""
+    return [row for row in rows if row.get("lesions", 1) > 0]
+
+
+def summarize_no_prompt(rows):
+    """Scores of a model prompted with nothing, one row per image (`evaluate_lesions` on
+    keras_sam.data.ImageSample): {"dice": mean Dice over the images with a lesion (each image's
+    lesions together), "images": their number}, and where the rows hold images without a lesion
+    {"normal_correct": the share of them where the model predicts no lesion (NO_LESION_AREA),
+    "normal_images": their number}.
+    """
+    scored = lesion_rows(rows)
+    summary = {"dice": float(np.mean([row["dice"] for row in scored])) if scored else float("nan"),
+               "images": len(scored)}
+    normal = [row for row in rows if row.get("lesions", 1) == 0]
+    if normal:
+        summary["normal_correct"] = float(np.mean([not row["predicts_lesion"] for row in normal]))
+        summary["normal_images"] = len(normal)
+    return summary
 
 
 def summarize(rows, prefix=""):

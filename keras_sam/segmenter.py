@@ -23,6 +23,7 @@ from keras_sam.metrics import DiceScore, IoUScore
 from keras_sam.optimizers import FusedAdam
 from keras_sam.storage import atomic_directory
 from keras_sam.tf_sam_patches import patch_tf_sam
+from keras_sam.trained_prompt import record_trained_prompt, trained_prompt_of
 
 IMAGE_INPUTS = ("pixel_values", "image_embeddings")
 PROMPT_DTYPES = {"input_boxes": tf.float32, "input_points": tf.float32, "input_labels": tf.int32,
@@ -68,7 +69,8 @@ class SamSegmenter(TrainingOptions, keras.Model):
     - any of `input_boxes` (B, 4) or (B, 1, 4), `input_points` (B, N, 2) or (B, 1, N, 2) with
       `input_labels` (B, N) or (B, 1, N) (1 inside, 0 outside; all 1 when left out), and
       `input_masks` (B, H, W) or (B, 1, H, W) on the logits grid. Coordinates are in the padded
-      model input's pixels, as the processor returns them.
+      model input's pixels, as the processor returns them. None of them is SAM's empty prompt,
+      what a model fine-tuned with `PromptOptions(kind="none")` takes (`trained_prompt`).
 
     Calling the model (and `predict`) returns a dict: "mask_logits" (B, M, H, W) on the
     low-resolution grid (256x256 for the released models), M = 1, or 3 with `multimask_output`,
@@ -189,6 +191,18 @@ class SamSegmenter(TrainingOptions, keras.Model):
             self.train_function = self.test_function = self.predict_function = None
         return self
 
+    @property
+    def trained_prompt(self):
+        """The prompt kind the model was fine-tuned with ("box", "none", ...; None if unrecorded).
+
+        Kept in the SAM config, so `save_pretrained` and `model.save` carry it; segmenting with no
+        prompt warns unless it is "none" (keras_sam.trained_prompt)."""
+        return trained_prompt_of(self.sam.config)
+
+    @trained_prompt.setter
+    def trained_prompt(self, kind):
+        record_trained_prompt(self.sam.config, kind)
+
     # ----------------------------------------------------------------- encoder adaptation
     def adapt(self, method, *, rank=DEFAULT_LORA_RANK, targets=DEFAULT_LORA_TARGETS, alpha=None,
               ratio=DEFAULT_ADAPTER_RATIO):
@@ -258,10 +272,6 @@ class SamSegmenter(TrainingOptions, keras.Model):
                 "give exactly one of pixel_values and image_embeddings; got "
                 f"{', '.join(images) if images else 'neither'}"
             )
-        if not any(inputs.get(key) is not None for key in ("input_boxes", "input_points", "input_masks")):
-            raise ValueError(
-                "no prompt: give input_boxes, input_points (with input_labels) or input_masks"
-            )
         if inputs.get("input_labels") is not None and inputs.get("input_points") is None:
             raise ValueError("input_labels given without input_points")
         args = {"pixel_values": None, "image_embeddings": None}
@@ -316,16 +326,20 @@ class SamSegmenter(TrainingOptions, keras.Model):
         scores = tf.reshape(output.iou_scores[:, 0], (-1, num_masks))
         return {"mask_logits": tf.cast(logits, tf.float32), "iou_scores": tf.cast(scores, tf.float32)}
 
-    def segment(self, image, *, boxes=(), points=(), labels=None, best=True):
+    def segment(self, image, *, boxes=(), points=(), labels=None, mask_input=None, best=True):
         """Masks for one image at its own resolution, from prompts in its own pixels.
 
         `keras_sam.inference.segment_image(self, image, ...)`: the image is embedded once, then
-        one mask is predicted per box (or one for the points alone).
+        one mask is predicted per box (or one for the clicks, the previous mask, or no prompt,
+        which warns unless the model was fine-tuned with `--prompt none`).
 
         Args:
             image: (H, W, 3) uint8 RGB array.
             boxes: (x0, y0, x1, y1) boxes in image pixels.
-            points: (x, y) points in image pixels; labels one per point, 1 inside, 0 outside.
+            points: (x, y) clicks in image pixels; labels one per click, 1 inside (positive), 0
+                outside (negative).
+            mask_input: a previous mask to refine: the (G, G) logits a previous call returned
+                (`result.logits[0]`), or a boolean mask at the image's size.
             best: only the mask with the highest predicted IoU per prompt.
 
         Returns:
@@ -342,7 +356,8 @@ class SamSegmenter(TrainingOptions, keras.Model):
             return SegmentationOutput(**self(image, training=False))
         from keras_sam.inference import segment_image
 
-        return segment_image(self, image, boxes=boxes, points=points, labels=labels, best=best)
+        return segment_image(self, image, boxes=boxes, points=points, labels=labels, mask_input=mask_input,
+                             best=best)
 
     @property
     def processor(self):

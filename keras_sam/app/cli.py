@@ -177,7 +177,11 @@ def build_parser():
                                "memory, a slower step; gradient checkpointing)")
     finetune.add_argument("--prompt", default="box", choices=PROMPT_KINDS,
                           help="what prompts the model during training and scoring: a jittered box "
-                               "around the lesion, points inside and outside it, or both")
+                               "around the lesion, points inside and outside it, both, or none (SAM's "
+                               "empty prompt: the sample is the image, the target all its lesions)")
+    finetune.add_argument("--include-normal", action="store_true",
+                          help="with --prompt none: also train and score on the images without a lesion "
+                               "(BUSI's normal/ class), whose target is empty")
     finetune.add_argument("--val-split", type=_fraction("--val-split"), default=0.15,
                           help="share of the lesions kept to choose the best epoch")
     finetune.add_argument("--test-split", type=_fraction("--test-split"), default=0.15,
@@ -219,7 +223,11 @@ def build_parser():
     evaluate.add_argument("--all-lesions", action="store_true",
                           help="score every lesion in --data, even those the model was trained on")
     evaluate.add_argument("--prompt", default=None, choices=PROMPT_KINDS,
-                          help="what prompts the model (default: the run's --prompt; else box)")
+                          help="what prompts the model (default: the run's --prompt; else box); none scores "
+                               "each image's lesions together, with no prompt")
+    evaluate.add_argument("--include-normal", action="store_true", default=None,
+                          help="with --prompt none: also score the images without a lesion (the share the "
+                               "model leaves empty; default: as the run did)")
     evaluate.add_argument("--batch-size", type=_positive_int("--batch-size"), default=DEFAULT_BATCH_SIZE,
                           help="lesions per model call")
     evaluate.add_argument("--seed", type=int, default=None,

@@ -25,11 +25,11 @@ from keras_sam.app.speed import (SpeedChoice, allocator_choice, choose_jit_compi
                                  cpu_supports_bfloat16, precision_policy, step_timer, too_short_to_probe)
 from keras_sam.callbacks import (LearningRateLogger, MaskOverlayCallback, NonFiniteLossError,
                                  StopOnNonFiniteLoss)
-from keras_sam.data import (DataError, PromptOptions, build_dataset, cache_embeddings, find_records,
-                            read_lesions, split_lesions, steps_per_epoch, write_busi_phantoms,
-                            write_manifest)
+from keras_sam.data import (DataError, Lesion, PromptOptions, build_dataset, cache_embeddings,
+                            find_records, image_samples, normal_samples, read_lesions, split_lesions,
+                            steps_per_epoch, write_busi_phantoms, write_manifest)
 from keras_sam.embeddings import EmbeddingCache
-from keras_sam.evaluation import evaluate_lesions, summarize
+from keras_sam.evaluation import evaluate_lesions, lesion_rows, summarize, summarize_no_prompt
 from keras_sam.losses import get_loss
 from keras_sam.segmenter import default_optimizer
 from keras_sam.storage import atomic_directory, write_json
@@ -143,8 +143,7 @@ def _plan(settings, run, state, reasons):
                                   require_spacing=settings.units == "mm")
         if not lesion_set.lesions:
             raise DataError(f"{data} has no lesions to train on (every mask is empty)")
-        splits, warnings = split_lesions(lesion_set.lesions, settings.val_split, settings.test_split,
-                                         settings.seed)
+        splits, warnings = _split(settings, lesion_set, data)
     except BaseException:
         if created:
             shutil.rmtree(run.path, ignore_errors=True)
@@ -152,6 +151,22 @@ def _plan(settings, run, state, reasons):
     for warning in warnings:
         print(f"note: {warning}")
     return Plan(model, lesion_set, splits, warnings, data, precision, reasons)
+
+
+def _split(settings, lesion_set, data):
+    """The train/val/test split of the lesions; with --prompt none, of images (each image's lesions
+    one sample, keras_sam.data.image_samples), with --include-normal the normal images too.
+
+    Images without a lesion are a class of their own in the split, which is made class by class:
+    the lesion images land where they land without them.
+    """
+    normal = normal_samples(lesion_set, data) if settings.include_normal else []
+    splits, warnings = split_lesions(lesion_set.lesions + normal, settings.val_split, settings.test_split,
+                                     settings.seed)
+    if _prompts(settings).none:
+        splits = {name: image_samples([s for s in samples if isinstance(s, Lesion)])
+                  + [s for s in samples if not isinstance(s, Lesion)] for name, samples in splits.items()}
+    return splits, warnings
 
 
 def _cache_embeddings(settings, run, plan):
@@ -171,7 +186,8 @@ def _cache_embeddings(settings, run, plan):
     if xla is not None:
         _record_xla_choice(run, xla)
         meanwhile = functools.partial(_compile, settings, plan, cache, xla.value, trace=True)
-    cache_embeddings(plan.lesion_set.lesions, processor, cache, meanwhile=meanwhile)
+    samples = [sample for split in plan.splits.values() for sample in split]  # normal images too
+    cache_embeddings(samples, processor, cache, meanwhile=meanwhile)
     return cache, meanwhile is not None
 
 
@@ -192,7 +208,9 @@ def _scores(plan, name, dataset, when, settings):
     rows, masks = evaluate_lesions(plan.model, plan.splits[name], dataset, plan.model.processor,
                                    description=f"Scoring {name} {when}",
                                    nsd_tolerance=settings.nsd_tolerance, units=settings.units)
-    scores = {"finetuned": summarize(rows)}
+    scores = {"finetuned": summarize(lesion_rows(rows))}
+    if _prompts(settings).none:  # per image, images without a lesion counted apart
+        scores["finetuned"]["no_prompt"] = summarize_no_prompt(rows)
     if rows and "box_dice" in rows[0]:  # box prompts: the box itself, filled, as a baseline
         scores["box_baseline"] = summarize(rows, prefix="box_")
     return scores, rows, masks
@@ -309,6 +327,7 @@ def _finish(settings, run, plan, evaluation, before):
     model = plan.model
     if os.path.exists(run.best_weights + ".index"):
         model.load_weights(run.best_weights)
+    model.trained_prompt = settings.prompt  # saved with the model: inference knows what it learnt
     saved = _save(model, settings, run)
     metrics = {}
     for name, dataset in evaluation.items():
@@ -324,7 +343,8 @@ def _finish(settings, run, plan, evaluation, before):
         metrics["kept_epoch"] = kept[0]
     counts = plan.lesion_set.counts()
     counts["splits"] = {name: len(lesions) for name, lesions in plan.splits.items()}
-    metrics["prompts"] = {"kind": settings.prompt, "jitter": settings.jitter, "seed": settings.seed}
+    metrics["prompts"] = {"kind": settings.prompt, "jitter": settings.jitter, "seed": settings.seed,
+                          **({"include_normal": True} if settings.include_normal else {})}
     metrics["counts"] = counts
     write_json(run.metrics, metrics)
 

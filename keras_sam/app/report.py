@@ -10,7 +10,8 @@ from keras_sam.storage import atomic_file
 from keras_sam.visualization import render_overlay, tile
 
 CSV_COLUMNS = ["image", "mask", "label", "dice", "iou", "predicted_iou", "box_dice", "box_iou", "box", "points",
-               "labels", "hd95", "nsd", "box_hd95", "box_nsd", "surface_unit", "nsd_tolerance"]
+               "labels", "hd95", "nsd", "box_hd95", "box_nsd", "surface_unit", "nsd_tolerance", "lesions",
+               "predicted_area_share", "predicts_lesion"]
 
 
 def write_lesion_csv(path, rows):
@@ -37,7 +38,9 @@ def best_and_worst_grid(path, rows, masks, count=4, side=256):
     for index in chosen:
         row = rows[index]
         image = load_image(row["image"])
-        truth = load_mask(row["mask"], image.shape[:2])
+        truth = np.zeros(image.shape[:2], bool)
+        for mask_path in row.get("masks", [row["mask"]]):  # an image's lesions together (no prompt)
+            truth |= load_mask(mask_path, image.shape[:2])
         overlay = render_overlay(image, masks[row["id"]], truth, row.get("box"), points=row.get("points"),
                                  labels=row.get("labels"), text=f"{row['label']} Dice {row['dice']:.3f}")
         panels.append(_fit_square(overlay, side))

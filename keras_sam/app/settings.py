@@ -46,6 +46,8 @@ class RunSettings:
     lora_rank: int = DEFAULT_LORA_RANK
     lora_targets: str = ",".join(DEFAULT_LORA_TARGETS)  # comma-separated, as on the command line
     recompute: bool = False  # gradient checkpointing of the encoder's blocks when it learns
+    # Added with no-prompt training: images without a lesion as negatives (--prompt none only).
+    include_normal: bool = False
 
     def to_json(self):
         """A JSON-ready dict (what run.json holds)."""
@@ -135,6 +137,7 @@ def resolve(args):
         units=args.units,
         adapt=args.adapt, lora_rank=args.lora_rank, lora_targets=_lora_targets(args.lora_targets),
         recompute=args.recompute,
+        include_normal=args.include_normal,
     )
     _check(settings)
     return settings, output
@@ -150,6 +153,12 @@ def _check(settings):
     if settings.recompute and settings.uses_embedding_cache:
         raise UsageError("--recompute saves memory when the image encoder learns; with the frozen, cached "
                          "encoder (--adapt decoder) there is nothing to recompute: drop --recompute")
+    if settings.prompt == "none" and "mask_decoder" in settings.freeze:
+        raise UsageError(f"--prompt none trains the mask decoder to segment with no prompt, which --freeze "
+                         f"{','.join(settings.freeze)} keeps fixed; drop mask_decoder from --freeze")
+    if settings.include_normal and settings.prompt != "none":
+        raise UsageError(f"--include-normal adds images without a lesion, which have no {settings.prompt} "
+                         "prompt to give: use it with --prompt none")
     if settings.val_split == 0:
         raise UsageError("--val-split 0 leaves no validation lesions to choose the best checkpoint on")
 

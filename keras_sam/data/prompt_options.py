@@ -3,7 +3,7 @@ the command line can list the choices without loading the pipeline that draws th
 
 import dataclasses
 
-PROMPT_KINDS = ("box", "points", "box+points")
+PROMPT_KINDS = ("box", "points", "box+points", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -11,8 +11,9 @@ class PromptOptions:
     """How prompts are drawn from each lesion's mask, anew every epoch.
 
     Args:
-        kind: "box" (the lesion's box, jittered), "points" (points inside and outside the lesion)
-            or "box+points".
+        kind: "box" (the lesion's box, jittered), "points" (points inside and outside the lesion),
+            "box+points", or "none": SAM's empty prompt (no point, box or mask), for samples that
+            are whole images (keras_sam.data.image_samples) whose target is all their lesions.
         jitter: largest move of each box side, in the image's own pixels.
         num_positive: points inside the lesion (label 1) for point prompts.
         num_negative: points outside it (label 0).
@@ -39,3 +40,8 @@ class PromptOptions:
     @property
     def points(self):
         return self.kind in ("points", "box+points")
+
+    @property
+    def none(self):
+        """No prompt at all: the sample is the image."""
+        return self.kind == "none"

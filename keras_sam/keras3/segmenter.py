@@ -26,6 +26,7 @@ from keras_sam.keras3.convert import assign_weights, read_checkpoint, save_pretr
 from keras_sam.keras3.losses import OPS, DiceLoss, MaskLoss, per_sample_arrays, replicas
 from keras_sam.keras3.metrics import DiceScore, IoUScore, OnProbabilities
 from keras_sam.metric_routing import on_masks
+from keras_sam.trained_prompt import trained_prompt_of
 
 IMAGE_INPUTS = ("pixel_values", "image_embeddings")
 PROMPT_INPUTS = ("input_boxes", "input_points", "input_labels", "input_masks")
@@ -92,6 +93,8 @@ class SamSegmenter(TrainingOptions, keras.Model):
             "mask_decoder" and "iou_head".
         multimask_output: 3 masks per prompt; training uses the best one per sample.
         iou_loss_weight: weight of the IoU head's mean-squared error.
+        trained_prompt: the prompt kind the model was fine-tuned with ("box", "none", ...; None
+            unrecorded), kept in its config and in `save_pretrained`'s config.json.
 
     Example:
         >>> model = SamSegmenter.from_sam_config(keras_sam.tiny_sam_config())  # doctest: +SKIP
@@ -101,8 +104,11 @@ class SamSegmenter(TrainingOptions, keras.Model):
 
     def __init__(self, image_encoder, prompt_encoder, mask_decoder, *,
                  freeze=("vision_encoder", "prompt_encoder"), multimask_output=False, iou_loss_weight=1.0,
-                 decoder_norm_epsilon=None, **kwargs):
+                 decoder_norm_epsilon=None, trained_prompt=None, **kwargs):
         super().__init__(**kwargs)
+        # The prompt kind it was fine-tuned with (keras_sam.trained_prompt): saved with it, and
+        # read by inference, which warns before segmenting with no prompt a model not trained so.
+        self.trained_prompt = trained_prompt
         self.image_encoder = image_encoder
         self.prompt_encoder = prompt_encoder
         self.mask_decoder = mask_decoder
@@ -143,6 +149,7 @@ class SamSegmenter(TrainingOptions, keras.Model):
             **kwargs: freeze, multimask_output, iou_loss_weight.
         """
         config, weights = read_checkpoint(name_or_path)
+        kwargs.setdefault("trained_prompt", trained_prompt_of(config))
         model = cls.from_sam_config(config, **kwargs)
         assign_weights((model.image_encoder, model.prompt_encoder, model.mask_decoder), weights)
         return model
@@ -290,11 +297,16 @@ class SamSegmenter(TrainingOptions, keras.Model):
             masks = _one_set("input_masks", ops.cast(masks, "float32"), (grid, grid),
                              f"(B, {grid}, {grid}) or (B, 1, {grid}, {grid}) on the {grid}x{grid} logits grid")
             prompts["masks"] = masks[..., None]
+        if not prompts:  # SAM's empty prompt: no sparse token at all, as in transformers' SAM
+            image = inputs.get("image_embeddings")
+            batch = ops.shape(image if image is not None else inputs["pixel_values"])[0]
+            prompts["points"], prompts["labels"] = ops.zeros((batch, 0, 2)), ops.zeros((batch, 0))
         return prompts
 
-    def segment(self, image, *, boxes=(), points=(), labels=None, best=True):
-        """Masks for one image at its own resolution, from prompts in its own pixels: as the
-        tf-keras `SamSegmenter.segment` (`keras_sam.inference.segment_image`)."""
+    def segment(self, image, *, boxes=(), points=(), labels=None, mask_input=None, best=True):
+        """Masks for one image at its own resolution, from prompts in its own pixels (boxes,
+        positive and negative clicks, a previous mask to refine, or none): as the tf-keras
+        `SamSegmenter.segment` (`keras_sam.inference.segment_image`)."""
         if hasattr(image, "keys"):  # the input dict, as segment took before 0.2
             warnings.warn("SamSegmenter.segment(inputs) with the input dict is deprecated: call the model, "
                           "model(inputs), or segment(image, boxes=..., points=...) for masks at an "
@@ -303,7 +315,8 @@ class SamSegmenter(TrainingOptions, keras.Model):
             return outputs["mask_logits"], outputs["iou_scores"]
         from keras_sam.inference import segment_image
 
-        return segment_image(self, image, boxes=boxes, points=points, labels=labels, best=best)
+        return segment_image(self, image, boxes=boxes, points=points, labels=labels, mask_input=mask_input,
+                             best=best)
 
     # ------------------------------------------------------------------------ training
     def compile(self, optimizer="auto", loss="auto", metrics="auto", weighted_metrics=None, **kwargs):
@@ -370,6 +383,7 @@ class SamSegmenter(TrainingOptions, keras.Model):
             "prompt_encoder": keras.saving.serialize_keras_object(self.prompt_encoder),
             "mask_decoder": keras.saving.serialize_keras_object(self.mask_decoder),
             "decoder_norm_epsilon": self.decoder_norm_epsilon,
+            "trained_prompt": self.trained_prompt,
             **self.options_config(),
             **({"lora": dict(self._lora)} if getattr(self, "_lora", None) is not None else {}),
         }
@@ -398,8 +412,6 @@ def _check_keys(inputs):
     if len(images) != 1:
         raise ValueError("give exactly one of pixel_values and image_embeddings; got "
                          f"{', '.join(images) if images else 'neither'}")
-    if not any(inputs.get(key) is not None for key in ("input_boxes", "input_points", "input_masks")):
-        raise ValueError("no prompt: give input_boxes, input_points (with input_labels) or input_masks")
     if inputs.get("input_labels") is not None and inputs.get("input_points") is None:
         raise ValueError("input_labels given without input_points")
 
