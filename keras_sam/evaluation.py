@@ -12,7 +12,7 @@ these are the numbers to report. Results are joined to lesions by their id, neve
 import numpy as np
 from tqdm.auto import tqdm
 
-from keras_sam.data.image_samples import ImageSample
+from keras_sam.data.whole_images import ImageSample
 from keras_sam.data.readers import load_target
 from keras_sam.geometry import box_mask, to_image_coordinates
 from keras_sam.objectives import dice_per_sample, iou_per_sample

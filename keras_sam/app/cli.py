@@ -238,7 +238,7 @@ def build_parser():
                           help="warn about and leave out unreadable or inconsistent files")
     _surface_options(evaluate)
 
-    predict = command("predict", "segment images from boxes and/or points")
+    predict = command("predict", "segment images from boxes, clicks and a previous mask, or no prompt")
     _add_model(predict, "model to segment with")
     predict.add_argument("--image", action="append", required=True, metavar="IMAGE",
                          help="an image file, a folder of images or a glob pattern (quote it); repeat "
@@ -249,7 +249,14 @@ def build_parser():
     predict.add_argument("--box", action="append", type=parse_box, default=[],
                          help="x0,y0,x1,y1 in image pixels; repeat for several objects")
     predict.add_argument("--point", action="append", type=parse_point, default=[],
-                         help="x,y[,label] in image pixels; with boxes, added to each box's prompt")
+                         help="x,y[,label] in image pixels, a click: label 1 (positive, inside the object; "
+                              "default) or 0 (negative, outside); with boxes, added to each box's prompt")
+    predict.add_argument("--mask-input", metavar="PNG",
+                         help="a previous mask to refine (binary, the image's size; e.g. a mask_1.png this "
+                              "command wrote), fed to SAM with the clicks and boxes given")
+    predict.add_argument("--no-prompt", action="store_true",
+                         help="segment with no box, point or mask: for a model fine-tuned with --prompt none "
+                              "(any other is warned about)")
     predict.add_argument("--multimask", action="store_true",
                          help="also write SAM's 3 candidate masks per prompt, with their predicted IoU, and "
                               "each mask's probabilities as a grey PNG")

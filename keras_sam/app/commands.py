@@ -13,8 +13,8 @@ from keras_sam.app.early_checks import image_paths
 from keras_sam.app.model_source import load_segmenter, run_folder_of
 from keras_sam.app.run_directory import RunDirectory
 from keras_sam.data import (DataError, PromptOptions, apply_manifest, build_dataset, find_records,
-                            load_image, read_lesions)
-from keras_sam.evaluation import evaluate_lesions, summarize
+                            image_samples, load_image, load_mask, normal_samples, read_lesions)
+from keras_sam.evaluation import evaluate_lesions, lesion_rows, summarize, summarize_no_prompt
 from keras_sam.hub import load_tf_sam
 from keras_sam.inference import PromptError, check_prompts, segment_image
 from keras_sam.postprocessing import probabilities_at_image_size
@@ -55,15 +55,26 @@ def run_evaluate(args):
     seed = args.seed if args.seed is not None else (run.seed if run else 0)
     jitter = args.jitter if args.jitter is not None else (run.jitter if run else DEFAULT_JITTER)
     prompt = args.prompt or (run.prompt if run else "box")
+    include_normal = args.include_normal if args.include_normal is not None else bool(
+        run and run.include_normal and prompt == "none")
+    if prompt == "none":  # the samples are images, each target all its lesions
+        lesions = _image_samples(lesions, lesion_set, include_normal, args.data,
+                                 manifest_path if splits and not args.all_lesions else None)
+    elif include_normal:
+        raise UsageError(f"--include-normal scores images without a lesion, which have no {prompt} prompt: "
+                         "use it with --prompt none")
     dataset = build_dataset(lesions, model.processor, batch_size=args.batch_size, training=False,
                             seed=seed, prompts=PromptOptions(prompt, jitter=jitter), with_ids=True)
     rows, masks = evaluate_lesions(model, lesions, dataset, model.processor,
                                    nsd_tolerance=args.nsd_tolerance, units=args.units)
     os.makedirs(args.output, exist_ok=True)
-    metrics = {"model": summarize(rows)}
+    metrics = {"model": summarize(lesion_rows(rows))}
+    if prompt == "none":
+        metrics["model"]["no_prompt"] = summarize_no_prompt(rows)
     if PromptOptions(prompt).boxes:
         metrics["box_baseline"] = summarize(rows, prefix="box_")
-    metrics["prompts"] = {"kind": prompt, "jitter": jitter, "seed": seed}
+    metrics["prompts"] = {"kind": prompt, "jitter": jitter, "seed": seed,
+                          **({"include_normal": True} if include_normal else {})}
     metrics["counts"] = {**scored_counts(lesions), "scored": "all lesions" if not splits or args.all_lesions
                          else "test split", "skipped_files": lesion_set.counts()["skipped_files"]}
     write_json(os.path.join(args.output, "metrics.json"), metrics)
@@ -75,10 +86,25 @@ def run_evaluate(args):
     surface = (f", HD95 {model_scores['hd95_median']:.2f} {model_scores['surface_unit']} (median), NSD "
                f"{model_scores['nsd']:.3f} at {model_scores['nsd_tolerance']:g} {model_scores['surface_unit']}"
                if "hd95_median" in model_scores else "")
-    print(f"{len(rows)} lesions, {prompt} prompts: Dice {model_scores['dice']:.3f}, "
-          f"IoU {model_scores['iou']:.3f}{surface}{baseline}")
+    normal = (f"; images without a lesion left empty: {model_scores['no_prompt']['normal_correct']:.3f} of "
+              f"{model_scores['no_prompt']['normal_images']}" if "normal_correct" in model_scores.get("no_prompt", {})
+              else "")
+    print(f"{len(rows)} {'images' if prompt == 'none' else 'lesions'}, {prompt} prompts: Dice "
+          f"{model_scores['dice']:.3f}, IoU {model_scores['iou']:.3f}{surface}{baseline}{normal}")
     print(f"Results in {args.output}: metrics.json, lesions.csv, best_worst.png")
     return 0
+
+
+def _image_samples(lesions, lesion_set, include_normal, data, manifest_path):
+    """The lesions to score as no-prompt samples, one per image; with `include_normal` the normal
+    images beside them (those of the manifest's test split, when one is given)."""
+    samples = image_samples(lesions)
+    if include_normal:
+        normal = normal_samples(lesion_set, data)
+        if manifest_path:
+            normal = _read_manifest(manifest_path, normal, data)["test"]
+        samples += normal
+    return samples
 
 
 def _read_manifest(path, lesions, data):
@@ -102,14 +128,16 @@ def scored_counts(lesions):
 
 def run_predict(args):
     """Masks at each image's own resolution for each prompt, from one image embedding an image."""
-    if not args.box and not args.point:
-        raise UsageError("predict needs at least one --box x0,y0,x1,y1 or --point x,y[,label]")
     paths = image_paths(args.image)
     images = []
+    previous = load_mask(args.mask_input) if args.mask_input else None
     for path in paths:  # every prompt checked on every image before anything is written
         image = load_image(path)
         try:
             check_prompts(image.shape[:2], args.box, [p[:2] for p in args.point], [p[2] for p in args.point])
+            if previous is not None and previous.shape != image.shape[:2]:
+                raise PromptError(f"--mask-input {args.mask_input} is {previous.shape[1]}x{previous.shape[0]} but "
+                                  f"the image is {image.shape[1]}x{image.shape[0]}")
         except PromptError as error:
             if len(paths) == 1:
                 raise UsageError(f"--box/--point on {path}: {error}") from error
@@ -148,7 +176,9 @@ def _output_names(paths):
 def _predict_one(model, path, image, folder, args):
     points = [point[:2] for point in args.point]
     labels = [point[2] for point in args.point]
-    result = segment_image(model, image, boxes=args.box, points=points, labels=labels, best=not args.multimask)
+    previous = load_mask(args.mask_input, image.shape[:2]) if args.mask_input else None
+    result = segment_image(model, image, boxes=args.box, points=points, labels=labels, mask_input=previous,
+                           best=not args.multimask)
     os.makedirs(folder, exist_ok=True)
     overlay = image
     predictions = []
@@ -156,7 +186,7 @@ def _predict_one(model, path, image, folder, args):
         masks, scores = (masks, scores) if args.multimask else (masks[None], np.atleast_1d(scores))
         best = int(np.argmax(scores))
         prompt = {"box": args.box[row] if args.box else None, "points": points or None,
-                  "labels": labels or None}
+                  "labels": labels or None, "mask_input": args.mask_input}
         prediction = {"image": path, "mask": f"mask_{row + 1}.png", **prompt,
                       "predicted_iou": float(scores[best]), "area_pixels": int(masks[best].sum())}
         _save_mask(masks[best], os.path.join(folder, prediction["mask"]))

@@ -21,7 +21,7 @@ _EXPORTS = {
     "LAYOUTS": "readers", "DataError": "readers", "Lesion": "readers", "LesionSet": "readers",
     "Record": "readers", "detect_layout": "readers", "find_records": "readers", "load_image": "readers",
     "load_mask": "readers", "read_lesions": "readers",
-    "ImageSample": "image_samples", "image_samples": "image_samples", "normal_samples": "image_samples",
+    "ImageSample": "whole_images", "image_samples": "whole_images", "normal_samples": "whole_images",
     "load_target": "readers",
     "SPLITS": "splits", "apply_manifest": "splits", "split_lesions": "splits", "write_manifest": "splits",
 }
