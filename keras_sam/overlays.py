@@ -66,7 +66,9 @@ def take_samples(samples, max_samples):
 
 
 class OverlayRenderer:
-    """Predicts fixed samples and draws the predicted mask, the true outline and the prompts.
+    """Predicts fixed samples and draws the predicted mask, the true outline and the prompts: the
+    box, the clicks (positive and negative markers) and, for samples that carry a previous mask
+    (`input_masks`, as corrective clicks do), its outline beside the refined mask predicted.
 
     Args:
         samples, max_samples, images, display_size: as MaskOverlayCallback takes them.
@@ -119,7 +121,11 @@ class OverlayRenderer:
                 box=None if "input_boxes" not in x else np.ravel(x["input_boxes"])[:4] * scale,
                 points=None if "input_points" not in x else np.reshape(x["input_points"], (-1, 2)) * scale,
                 labels=x.get("input_labels"),
-                text=f"Dice {dice[index]:.3f}  predicted IoU {result.scores[index]:.3f}",
+                text=f"Dice {dice[index]:.3f}  predicted IoU {result.scores[index]:.3f}"
+                     + ("  refined" if "input_masks" in x else ""),
+                # A sample with a previous mask (corrective clicks): its outline beside the refined one.
+                previous=None if "input_masks" not in x else _upsample(
+                    np.reshape(x["input_masks"], x["input_masks"].shape[-2:]) > 0, side),
             ))
         return overlays
 

@@ -157,3 +157,22 @@ def test_no_prompt_warns_unless_the_model_was_trained_for_it(picture, tmp_path):
     loaded.trained_prompt = "box"
     with pytest.warns(UserWarning, match="was fine-tuned with box prompts"):
         loaded.segment(picture)
+
+
+def test_overlays_show_the_clicks_and_the_mask_they_refine(tmp_path):
+    from keras_sam.overlays import OverlayRenderer
+    from keras_sam.visualization import NEGATIVE_COLOR, POSITIVE_COLOR, PREVIOUS_COLOR
+    from toy import disks
+
+    model = tiny_segmenter(seed=1)
+    x, y = disks(1)
+    previous = np.full((1, 64, 64), -10.0, np.float32)
+    previous[0, 20:40, 20:40] = 10.0
+    clicks = {"input_points": np.array([[[128.0, 128.0], [40.0, 200.0]]], np.float32),
+              "input_labels": np.array([[1, 0]], np.int32)}
+    refined = OverlayRenderer([({**x, **clicks, "input_masks": previous}, y)], display_size=256).render(model)[0]
+    plain = OverlayRenderer([({**x, **clicks}, y)], display_size=256).render(model)[0]
+    assert (refined == PREVIOUS_COLOR).all(axis=-1).sum() > 40  # the outline of the mask fed back
+    assert not (plain == PREVIOUS_COLOR).all(axis=-1).any()
+    assert tuple(refined[126, 125]) == POSITIVE_COLOR and tuple(refined[198, 38]) == NEGATIVE_COLOR  # discs
+    assert (refined != plain).any(axis=-1).sum() > 40

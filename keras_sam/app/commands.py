@@ -89,7 +89,7 @@ def run_evaluate(args):
     normal = (f"; images without a lesion left empty: {model_scores['no_prompt']['normal_correct']:.3f} of "
               f"{model_scores['no_prompt']['normal_images']}" if "normal_correct" in model_scores.get("no_prompt", {})
               else "")
-    print(f"{len(rows)} {'images' if prompt == 'none' else 'lesions'}, {prompt} prompts: Dice "
+    print(f"{len(rows)} {'images, no prompt' if prompt == 'none' else f'lesions, {prompt} prompts'}: Dice "
           f"{model_scores['dice']:.3f}, IoU {model_scores['iou']:.3f}{surface}{baseline}{normal}")
     print(f"Results in {args.output}: metrics.json, lesions.csv, best_worst.png")
     return 0
@@ -201,7 +201,7 @@ def _predict_one(model, path, image, folder, args):
                 prediction["candidates"].append({"mask": f"{stem}.png", "probability": f"{stem}_probability.png",
                                                  "predicted_iou": float(score), "area_pixels": int(mask.sum())})
         overlay = render_overlay(overlay, predicted=masks[best], box=prompt["box"], points=points or None,
-                                 labels=labels or None)
+                                 labels=labels or None, previous=previous)
         predictions.append(prediction)
     Image.fromarray(overlay).save(os.path.join(folder, "overlay.png"))
     write_json(os.path.join(folder, "predictions.json"), predictions)

@@ -67,7 +67,22 @@ def summary_table(metrics, splits=("val", "test")):
                         for split in splits)
         lines.append(f"{row:14}{cells}")
     surface = _surface_table(metrics, splits)
-    return "\n".join(lines + ([""] + surface if surface else []))
+    return "\n".join(lines + ([""] + surface if surface else []) + _normal_table(metrics, splits))
+
+
+def _normal_table(metrics, splits):
+    """With --prompt none --include-normal: the share of images without a lesion left empty."""
+    rows = [row for row in ("finetuned", "before")
+            if all("normal_correct" in metrics.get(split, {}).get(row, {}).get("no_prompt", {}) for split in splits)]
+    if not rows:
+        return []
+    lines = ["", "Images without a lesion where the model predicts none (share, no prompt)",
+             f"{'':14}" + "".join(f"{split + ' normal':>12}{'images':>11}" for split in splits)]
+    for row in rows:
+        cells = "".join(f"{metrics[split][row]['no_prompt']['normal_correct']:12.3f}"
+                        f"{metrics[split][row]['no_prompt']['normal_images']:11d}" for split in splits)
+        lines.append(f"{row:14}{cells}")
+    return lines
 
 
 def _surface_table(metrics, splits):
