@@ -516,21 +516,37 @@ class SamSegmenter(TrainingOptions, keras.Model):
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        x = self.click_prompts(x, y)
+        x, y, sample_weight = self._click_rounds(x, y, sample_weight)
         if self._class_weights is not None:
             sample_weight = self._with_class_weights(y, sample_weight)
         with tf.GradientTape() as tape:
-            y_pred = self(x, training=True)
+            y_pred = self._predict_rounds(x, training=True)
             loss = self.compute_loss(x, y, y_pred, sample_weight)
         self.optimizer.minimize(loss, self.trainable_variables, tape=tape)
         return self.compute_metrics(x, y, y_pred, sample_weight)
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        x = self.click_prompts(x, y)
-        y_pred = self(x, training=False)
+        x, y, sample_weight = self._click_rounds(x, y, sample_weight)
+        y_pred = self._predict_rounds(x, training=False)
         self.compute_loss(x, y, y_pred, sample_weight)
         return self.compute_metrics(x, y, y_pred, sample_weight)
+
+    def _click_rounds(self, x, y, sample_weight):
+        """Without clicks, (x, y, sample_weight) as they are. With clicks (see `click_prompts`), a
+        list of the rounds' inputs, with the targets and weights repeated once per round."""
+        rounds = self.click_prompts(x, y)
+        if rounds is x:
+            return x, y, sample_weight
+        repeat = lambda value: None if value is None else tf.concat([value] * len(rounds), axis=0)  # noqa: E731
+        return rounds, repeat(y), repeat(sample_weight)
+
+    def _predict_rounds(self, x, training):
+        """The model's output for x, or for each round of a list of rounds, joined along the batch."""
+        if not isinstance(x, list):
+            return self(x, training=training)
+        outputs = [self(inputs, training=training) for inputs in x]
+        return {key: tf.concat([output[key] for output in outputs], axis=0) for key in outputs[0]}
 
     def click_prompts(self, x, y):
         """Corrective-click training: the prompts of each sample's last round, from its own errors.
@@ -546,13 +562,14 @@ class SamSegmenter(TrainingOptions, keras.Model):
            negative on a false positive, well inside the larger error, drawn at random) and
            predicts again with the previous mask's logits as `input_masks`.
 
-        The returned inputs are the sample's last round: its first click and r corrective clicks
-        (points padded with SAM's "not a point" label, -1, up to the batch's most rounds) with the
-        mask predicted before its last click. Only that last prediction, made by the caller under
-        the gradient tape, is trained: the earlier rounds only make its inputs, as RITM's
-        iterative training does, so a step costs one backward pass whatever the rounds (unrolling
-        the gradient through every round would keep every round's activations and multiply the
-        backward pass's cost by the rounds).
+        Two predictions train, each from inputs made here and predicted by the caller under the
+        gradient tape: the first click's alone (no mask: how every interaction starts, and what
+        Dice after 1 click scores) and the sample's last round, its first click and r corrective
+        clicks (points padded with SAM's "not a point" label, -1, up to the batch's most rounds)
+        with the mask predicted before its last click. The rounds in between only make the last
+        round's inputs and take no gradient, as in RITM's iterative training: a step costs two
+        backward passes whatever the rounds, where unrolling the gradient through every round
+        would keep every round's activations and multiply the backward pass by the rounds.
 
         Inputs without "click_rounds" are returned as they are.
 
@@ -560,7 +577,8 @@ class SamSegmenter(TrainingOptions, keras.Model):
             x: the input dict; y: (B, G, G) binary targets.
 
         Returns:
-            The input dict for the last round: the image, "input_points" (B, 1 + R', 2),
+            [first, last], two input dicts: the image with "input_points" (B, 1, 2) and
+            "input_labels" (B, 1); and the image with "input_points" (B, 1 + R', 2),
             "input_labels" (B, 1 + R') and "input_masks" (B, G, G), R' the batch's most rounds.
         """
         if not isinstance(x, Mapping) or "click_rounds" not in x:
@@ -601,7 +619,8 @@ class SamSegmenter(TrainingOptions, keras.Model):
         labels = tf.fill(tf.stack([batch, slots]), tf.constant(NO_CLICK, tf.int32))
         first_points, first_labels = click(0, -tf.ones_like(truth))
         points, labels = put(points, labels, 0, first_points, first_labels)
-        current = predict(points, labels)
+        first = dict(image, input_points=first_points[:, None] * to_model, input_labels=first_labels[:, None])
+        current = predict(first_points[:, None], first_labels[:, None])
 
         def one_round(step, points, labels, current):
             new_points, new_labels = click(step, current, active=step <= rounds)
@@ -614,7 +633,7 @@ class SamSegmenter(TrainingOptions, keras.Model):
             lambda step, *_: step < most, one_round, (tf.constant(1), points, labels, current))
         new_points, new_labels = click(most, current, active=most <= rounds)
         points, labels = put(points, labels, most, new_points, new_labels)
-        return dict(image, input_points=points * to_model, input_labels=labels, input_masks=current)
+        return [first, dict(image, input_points=points * to_model, input_labels=labels, input_masks=current)]
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None):
         """The compiled loss on the trained mask, plus the IoU head's mean-squared error.

@@ -17,7 +17,8 @@ import tensorflow as tf
 import tf_keras as keras
 
 from keras_sam.app.errors import TrainingStopped, UsageError
-from keras_sam.app.report import best_and_worst_grid, summary_table, write_lesion_csv
+from keras_sam.app.report import (best_and_worst_grid, click_curves_plot, click_curves_to_tensorboard,
+                                  summary_table, write_lesion_csv)
 from keras_sam.app.run_directory import COMPLETE, NEW, RunDirectory
 from keras_sam.app.model_source import load_segmenter
 from keras_sam.app.settings import DEMO, resolve, speed_setting_sources
@@ -29,7 +30,8 @@ from keras_sam.data import (DataError, PromptOptions, build_dataset, cache_embed
                             read_lesions, split_lesions, steps_per_epoch, write_busi_phantoms,
                             write_manifest)
 from keras_sam.embeddings import EmbeddingCache
-from keras_sam.evaluation import evaluate_lesions, summarize
+from keras_sam.common.clicks import summarize_clicks
+from keras_sam.evaluation import add_click_columns, evaluate_clicks, evaluate_lesions, summarize
 from keras_sam.losses import get_loss
 from keras_sam.segmenter import default_optimizer
 from keras_sam.storage import atomic_directory, write_json
@@ -176,23 +178,39 @@ def _cache_embeddings(settings, run, plan):
 
 
 def _prompts(settings):
-    return PromptOptions(settings.prompt, jitter=settings.jitter)
+    return PromptOptions(settings.prompt, jitter=settings.jitter, click_rounds=settings.click_rounds)
+
+
+def _scored_prompts(settings):
+    """The prompts the per-lesion scores use: the run's, but a box for a clicks run (its clicks are
+    scored apart, by the simulated user of `evaluate_clicks`)."""
+    if settings.prompt == "clicks":
+        return PromptOptions("box", jitter=settings.jitter)
+    return _prompts(settings)
 
 
 def _evaluation_datasets(settings, plan, cache):
     """The val and test splits with the run's kind of prompts, fixed, and lesion ids, for scoring."""
     return {name: build_dataset(plan.splits[name], plan.model.processor, batch_size=settings.batch_size,
-                                prompts=_prompts(settings), training=False, seed=settings.seed,
+                                prompts=_scored_prompts(settings), training=False, seed=settings.seed,
                                 embeddings=cache, with_ids=True)
             for name in EVALUATED_SPLITS if plan.splits[name]}
 
 
 def _scores(plan, name, dataset, when, settings):
-    """Summaries of the model and of the prompt box on one split, with its lesions' rows and masks."""
+    """Summaries of the model and of the prompt box on one split, with its lesions' rows and masks.
+
+    A clicks run's test split also gets the simulated clicks' scores ("clicks" in the summary,
+    per-lesion columns in the rows)."""
     rows, masks = evaluate_lesions(plan.model, plan.splits[name], dataset, plan.model.processor,
                                    description=f"Scoring {name} {when}",
                                    nsd_tolerance=settings.nsd_tolerance, units=settings.units)
     scores = {"finetuned": summarize(rows)}
+    if settings.prompt == "clicks" and name == "test":
+        curves = evaluate_clicks(plan.model, plan.splits[name], dataset, plan.model.processor,
+                                 description=f"Clicking {name} {when}")
+        add_click_columns(rows, curves)
+        scores["finetuned"]["clicks"] = summarize_clicks(list(curves.values()))
     if rows and "box_dice" in rows[0]:  # box prompts: the box itself, filled, as a baseline
         scores["box_baseline"] = summarize(rows, prefix="box_")
     return scores, rows, masks
@@ -214,7 +232,7 @@ def _fit(settings, run, plan, cache, compiled):
     validation = build_dataset(splits["val"], model.processor, embeddings=cache, training=False,
                                **_dataset_options(settings))
     overlay_samples = build_dataset(splits["val"][:OVERLAY_SAMPLES], model.processor, training=False,
-                                    **_dataset_options(settings))
+                                    **{**_dataset_options(settings), "prompts": _scored_prompts(settings)})
     callbacks = [
         LearningRateLogger(),  # first, so TensorBoard and training.csv see the rate in the same logs
         StopOnNonFiniteLoss(),
@@ -319,12 +337,19 @@ def _finish(settings, run, plan, evaluation, before):
         if name == "test":
             write_lesion_csv(run.lesion_csv, rows)
             best_and_worst_grid(run.grid, rows, masks)
+            if "clicks" in after["finetuned"]:
+                curves = {"before": before[name]["finetuned"]["clicks"]["dice_at"],
+                          "fine-tuned": after["finetuned"]["clicks"]["dice_at"]}
+                click_curves_plot(os.path.join(run.path, "clicks.png"), curves)
+                click_curves_to_tensorboard(run.logs, curves)
     kept = run.best_epoch()
     if kept:
         metrics["kept_epoch"] = kept[0]
     counts = plan.lesion_set.counts()
     counts["splits"] = {name: len(lesions) for name, lesions in plan.splits.items()}
     metrics["prompts"] = {"kind": settings.prompt, "jitter": settings.jitter, "seed": settings.seed}
+    if settings.prompt == "clicks":
+        metrics["prompts"]["click_rounds"] = settings.click_rounds
     metrics["counts"] = counts
     write_json(run.metrics, metrics)
 
