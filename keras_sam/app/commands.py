@@ -7,14 +7,15 @@ import numpy as np
 from PIL import Image
 
 from keras_sam.app.errors import UsageError
-from keras_sam.app.report import best_and_worst_grid, write_lesion_csv
+from keras_sam.app.report import best_and_worst_grid, click_curves_plot, write_lesion_csv
 from keras_sam.app.defaults import DEFAULT_JITTER
 from keras_sam.app.early_checks import image_paths
 from keras_sam.app.model_source import load_segmenter, run_folder_of
 from keras_sam.app.run_directory import RunDirectory
 from keras_sam.data import (DataError, PromptOptions, apply_manifest, build_dataset, find_records,
                             load_image, read_lesions)
-from keras_sam.evaluation import evaluate_lesions, summarize
+from keras_sam.common.clicks import DEFAULT_MAX_CLICKS, summarize_clicks
+from keras_sam.evaluation import add_click_columns, evaluate_clicks, evaluate_lesions, summarize
 from keras_sam.hub import load_tf_sam
 from keras_sam.inference import PromptError, check_prompts, segment_image
 from keras_sam.postprocessing import probabilities_at_image_size
@@ -55,15 +56,23 @@ def run_evaluate(args):
     seed = args.seed if args.seed is not None else (run.seed if run else 0)
     jitter = args.jitter if args.jitter is not None else (run.jitter if run else DEFAULT_JITTER)
     prompt = args.prompt or (run.prompt if run else "box")
+    clicks = args.clicks if args.clicks is not None else (DEFAULT_MAX_CLICKS if prompt == "clicks" else 0)
+    # A clicks model's per-lesion scores are with its box; its clicks are scored by the simulated user.
+    scored = PromptOptions("box" if prompt == "clicks" else prompt, jitter=jitter)
     dataset = build_dataset(lesions, model.processor, batch_size=args.batch_size, training=False,
-                            seed=seed, prompts=PromptOptions(prompt, jitter=jitter), with_ids=True)
+                            seed=seed, prompts=scored, with_ids=True)
     rows, masks = evaluate_lesions(model, lesions, dataset, model.processor,
                                    nsd_tolerance=args.nsd_tolerance, units=args.units)
     os.makedirs(args.output, exist_ok=True)
     metrics = {"model": summarize(rows)}
-    if PromptOptions(prompt).boxes:
+    if clicks:
+        curves = evaluate_clicks(model, lesions, dataset, model.processor, clicks)
+        add_click_columns(rows, curves)
+        metrics["model"]["clicks"] = summarize_clicks(list(curves.values()))
+        click_curves_plot(os.path.join(args.output, "clicks.png"), {"model": metrics["model"]["clicks"]["dice_at"]})
+    if scored.boxes:
         metrics["box_baseline"] = summarize(rows, prefix="box_")
-    metrics["prompts"] = {"kind": prompt, "jitter": jitter, "seed": seed}
+    metrics["prompts"] = {"kind": prompt, "jitter": jitter, "seed": seed, **({"clicks": clicks} if clicks else {})}
     metrics["counts"] = {**scored_counts(lesions), "scored": "all lesions" if not splits or args.all_lesions
                          else "test split", "skipped_files": lesion_set.counts()["skipped_files"]}
     write_json(os.path.join(args.output, "metrics.json"), metrics)
@@ -75,9 +84,15 @@ def run_evaluate(args):
     surface = (f", HD95 {model_scores['hd95_median']:.2f} {model_scores['surface_unit']} (median), NSD "
                f"{model_scores['nsd']:.3f} at {model_scores['nsd_tolerance']:g} {model_scores['surface_unit']}"
                if "hd95_median" in model_scores else "")
-    print(f"{len(rows)} lesions, {prompt} prompts: Dice {model_scores['dice']:.3f}, "
+    print(f"{len(rows)} lesions, {scored.kind} prompts: Dice {model_scores['dice']:.3f}, "
           f"IoU {model_scores['iou']:.3f}{surface}{baseline}")
-    print(f"Results in {args.output}: metrics.json, lesions.csv, best_worst.png")
+    if clicks:
+        scores = metrics["model"]["clicks"]
+        at = ", ".join(f"{k} {scores['dice_at'][k - 1]:.3f}" for k in (1, 3, 5, 10, 20) if k <= clicks)
+        print(f"Simulated clicks: Dice after {at} clicks; NoC@85 {scores['noc85']:.2f}, NoC@90 "
+              f"{scores['noc90']:.2f} (at most {clicks})")
+    print(f"Results in {args.output}: metrics.json, lesions.csv, best_worst.png"
+          + (", clicks.png" if clicks else ""))
     return 0
 
 

@@ -357,7 +357,8 @@ def _finish(settings, run, plan, evaluation, before):
     if kept:
         print(f"\nKept the weights of epoch {kept[0]} of {settings.epochs}, the best by validation Dice "
               f"({kept[1]:.3f} on the model's mask grid; the table scores each image at its own size).")
-    if "val" in metrics and metrics["val"]["finetuned"]["dice"] < metrics["val"]["before"]["dice"]:
+    if (settings.prompt != "clicks" and "val" in metrics
+            and metrics["val"]["finetuned"]["dice"] < metrics["val"]["before"]["dice"]):
         print("note: the fine-tuned model scores below the starting model on the validation lesions: try "
               "more epochs, another --lr, or more data (the starting model is "
               f"{settings.model}).")
@@ -366,4 +367,7 @@ def _finish(settings, run, plan, evaluation, before):
     print(f"Logs:     tensorboard --logdir {run.logs}")
     if settings.demo:
         print("'before' is the pretrained model as shipped, 'box_baseline' the prompt box filled in.")
+    if settings.prompt == "clicks":
+        print("The dice and iou rows score each model prompted by its box; the clicks table, by simulated "
+              f"clicks (Dice against clicks: {os.path.join(run.path, 'clicks.png')}).")
     return 0
