@@ -12,9 +12,10 @@ these are the numbers to report. Results are joined to lesions by their id, neve
 import numpy as np
 from tqdm.auto import tqdm
 
-from keras_sam.data.whole_images import ImageSample
+from keras_sam.common.clicks import DEFAULT_MAX_CLICKS, lesion_click_columns, simulate_clicks
 from keras_sam.data.readers import load_target
-from keras_sam.geometry import box_mask, to_image_coordinates
+from keras_sam.data.whole_images import ImageSample
+from keras_sam.geometry import box_mask, to_image_coordinates, to_model_coordinates
 from keras_sam.objectives import dice_per_sample, iou_per_sample
 from keras_sam.postprocessing import postprocess_masks
 from keras_sam.surface_metrics import DEFAULT_NSD_TOLERANCE, UNITS, surface_scores
@@ -175,3 +176,64 @@ def summarize(rows, prefix=""):
     summary["per_class"] = {label: means([r for r in rows if r["label"] == label])
                             for label in sorted({r["label"] for r in rows})}
     return summary
+
+
+IMAGE_KEYS = ("pixel_values", "image_embeddings")
+
+
+def evaluate_clicks(model, lesions, dataset, processor, max_clicks=DEFAULT_MAX_CLICKS, progress=True,
+                    description="Simulating clicks"):
+    """Dice after 1..K simulated corrective clicks of each lesion, at its image's resolution.
+
+    The standard protocol (`keras_sam.common.clicks.simulate_clicks`): the first click positive
+    at the lesion's interior-most pixel, each next at the interior-most pixel of the largest error
+    region, positive on a missed part, negative on a false positive, with the previous mask's
+    logits fed back as `input_masks`. The lesions of a batch are clicked together: one model call
+    per click. Only the images of `dataset` are used (its prompts are ignored).
+
+    Args:
+        model: a SamSegmenter.
+        lesions: the lesions `dataset` was built from.
+        dataset: `build_dataset(lesions, processor, training=False, with_ids=True)`, any prompts.
+        processor: the model's SamProcessor.
+        max_clicks: clicks per lesion (K).
+
+    Returns:
+        {lesion id: (K,) array of Dice after 1..K clicks}, in the dataset's order.
+    """
+    by_id = {lesion.id: lesion for lesion in lesions}
+    curves = {}
+    bar = tqdm(total=len(lesions), desc=description, unit="lesion", disable=not progress)
+    for x, _ in dataset:
+        if "lesion_id" not in x:
+            raise ValueError("evaluate_clicks needs a dataset built with with_ids=True")
+        batch = [by_id[value.decode()] for value in x["lesion_id"].numpy()]
+        image = {key: x[key] for key in IMAGE_KEYS if key in x}
+        sizes = [lesion.image_size for lesion in batch]
+
+        def predict(points, labels, previous):
+            model_points = np.stack([to_model_coordinates(row, size, processor)
+                                     for row, size in zip(points, sizes)])
+            inputs = dict(image, input_points=model_points, input_labels=labels)
+            if previous is not None:
+                inputs["input_masks"] = previous
+            # A traced call (predict_on_batch traces with relaxed shapes): eager, a call costs
+            # Python for every op of the decoder, once per click.
+            result = postprocess_masks(model.predict_on_batch(inputs), image_sizes=sizes, processor=processor)
+            return result.logits, result.masks
+
+        truths = [load_target(lesion) for lesion in batch]
+        result = simulate_clicks(predict, truths, max_clicks)
+        for lesion, row in zip(batch, result.dice):
+            curves[lesion.id] = row
+        bar.update(len(batch))
+    bar.close()
+    return curves
+
+
+def add_click_columns(rows, curves):
+    """Adds each lesion's click columns (dice_at_1/3/5, noc85, noc90) to its row, joined by id."""
+    for row in rows:
+        if row["id"] in curves:
+            row.update(lesion_click_columns(curves[row["id"]]))
+    return rows

@@ -175,3 +175,25 @@ def tile(images, columns=4):
         row, column = divmod(index, columns)
         grid[row * height:(row + 1) * height, column * width:(column + 1) * width] = image
     return grid
+
+
+def click_curves_figure(curves, threshold_lines=(0.85, 0.90)):
+    """Dice against the number of clicks, one line per model: a matplotlib Figure.
+
+    Args:
+        curves: {name: [mean Dice after 1..K clicks]}, e.g. {"before": [...], "fine-tuned": [...]}.
+        threshold_lines: Dice levels drawn as dotted lines (NoC@85 and NoC@90 count clicks to them).
+    """
+    figure = Figure(figsize=(5, 3.5), dpi=100)
+    ax = figure.add_subplot()
+    for name, dice in curves.items():
+        ax.plot(np.arange(1, len(dice) + 1), dice, marker="o", markersize=3, label=name)
+    for level in threshold_lines:
+        ax.axhline(level, color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("clicks")
+    ax.set_ylabel("mean Dice")
+    ax.set_title("Dice after k simulated corrective clicks")
+    ax.legend(loc="lower right")
+    ax.grid(alpha=0.3)
+    figure.tight_layout()
+    return figure

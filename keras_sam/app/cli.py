@@ -19,7 +19,8 @@ from keras_sam.app.defaults import (DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_
 from keras_sam.app.errors import UsageError
 from keras_sam.app.export_command import add_export_parser
 from keras_sam.components import COMPONENTS
-from keras_sam.data.prompt_options import PROMPT_KINDS
+from keras_sam.common.clicks import DEFAULT_MAX_CLICKS, MAX_CLICKS_LIMIT
+from keras_sam.data.prompt_options import DEFAULT_CLICK_ROUNDS, PROMPT_KINDS
 from keras_sam.data.readers import LAYOUTS
 from keras_sam.surface_metrics import DEFAULT_NSD_TOLERANCE, UNITS
 
@@ -177,8 +178,16 @@ def build_parser():
                                "memory, a slower step; gradient checkpointing)")
     finetune.add_argument("--prompt", default="box", choices=PROMPT_KINDS,
                           help="what prompts the model during training and scoring: a jittered box "
-                               "around the lesion, points inside and outside it, both, or none (SAM's "
-                               "empty prompt: the sample is the image, the target all its lesions)")
+                               "around the lesion, points inside and outside it, or both; clicks: one "
+                               "click inside the lesion then corrective clicks on the model's errors "
+                               "(scored by Dice after 1..20 simulated clicks and NoC@85/90); none: SAM's "
+                               "empty prompt (the sample is the image, the target all its lesions)")
+    finetune.add_argument("--click-rounds", default=DEFAULT_CLICK_ROUNDS,
+                          type=_number("--click-rounds", "whole number", lambda value: value >= 1,
+                                       "at least 1 (each sample takes 1 to that many corrective clicks; "
+                                       f"the default is {DEFAULT_CLICK_ROUNDS})"),
+                          help="with --prompt clicks, the most corrective rounds a training sample gets "
+                               "(each draws 1 to this many anew each epoch); default %(default)s")
     finetune.add_argument("--include-normal", action="store_true",
                           help="with --prompt none: also train and score on the images without a lesion "
                                "(BUSI's normal/ class), whose target is empty")
@@ -228,6 +237,13 @@ def build_parser():
     evaluate.add_argument("--include-normal", action="store_true", default=None,
                           help="with --prompt none: also score the images without a lesion (the share the "
                                "model leaves empty; default: as the run did)")
+    evaluate.add_argument("--clicks", default=None,
+                          type=_number("--clicks", "whole number", lambda value: 0 <= value <= MAX_CLICKS_LIMIT,
+                                       f"between 0 (no click scoring) and {MAX_CLICKS_LIMIT}; the protocol "
+                                       f"scores {DEFAULT_MAX_CLICKS}"),
+                          help="simulate K corrective clicks per lesion and score Dice after each and "
+                               f"NoC@85/90 (default: {DEFAULT_MAX_CLICKS} for a model trained with --prompt "
+                               "clicks, else 0: none)")
     evaluate.add_argument("--batch-size", type=_positive_int("--batch-size"), default=DEFAULT_BATCH_SIZE,
                           help="lesions per model call")
     evaluate.add_argument("--seed", type=int, default=None,

@@ -7,14 +7,16 @@ import numpy as np
 from PIL import Image
 
 from keras_sam.app.errors import UsageError
-from keras_sam.app.report import best_and_worst_grid, write_lesion_csv
+from keras_sam.app.report import best_and_worst_grid, click_curves_plot, write_lesion_csv
 from keras_sam.app.defaults import DEFAULT_JITTER
 from keras_sam.app.early_checks import image_paths
 from keras_sam.app.model_source import load_segmenter, run_folder_of
 from keras_sam.app.run_directory import RunDirectory
 from keras_sam.data import (DataError, PromptOptions, apply_manifest, build_dataset, find_records,
                             image_samples, load_image, load_mask, normal_samples, read_lesions)
-from keras_sam.evaluation import evaluate_lesions, lesion_rows, summarize, summarize_no_prompt
+from keras_sam.common.clicks import DEFAULT_MAX_CLICKS, summarize_clicks
+from keras_sam.evaluation import (add_click_columns, evaluate_clicks, evaluate_lesions, lesion_rows, summarize,
+                                  summarize_no_prompt)
 from keras_sam.hub import load_tf_sam
 from keras_sam.inference import PromptError, check_prompts, segment_image
 from keras_sam.postprocessing import probabilities_at_image_size
@@ -63,17 +65,28 @@ def run_evaluate(args):
     elif include_normal:
         raise UsageError(f"--include-normal scores images without a lesion, which have no {prompt} prompt: "
                          "use it with --prompt none")
+    clicks = args.clicks if args.clicks is not None else (DEFAULT_MAX_CLICKS if prompt == "clicks" else 0)
+    if clicks and prompt == "none":
+        raise UsageError(f"--clicks {clicks} scores each lesion by simulated clicks, --prompt none each image with "
+                         "none: give one of them")
+    # A clicks model's per-lesion scores are with its box; its clicks are scored by the simulated user.
+    scored = PromptOptions("box" if prompt == "clicks" else prompt, jitter=jitter)
     dataset = build_dataset(lesions, model.processor, batch_size=args.batch_size, training=False,
-                            seed=seed, prompts=PromptOptions(prompt, jitter=jitter), with_ids=True)
+                            seed=seed, prompts=scored, with_ids=True)
     rows, masks = evaluate_lesions(model, lesions, dataset, model.processor,
                                    nsd_tolerance=args.nsd_tolerance, units=args.units)
     os.makedirs(args.output, exist_ok=True)
     metrics = {"model": summarize(lesion_rows(rows))}
     if prompt == "none":
         metrics["model"]["no_prompt"] = summarize_no_prompt(rows)
-    if PromptOptions(prompt).boxes:
+    if clicks:
+        curves = evaluate_clicks(model, lesions, dataset, model.processor, clicks)
+        add_click_columns(rows, curves)
+        metrics["model"]["clicks"] = summarize_clicks(list(curves.values()))
+        click_curves_plot(os.path.join(args.output, "clicks.png"), {"model": metrics["model"]["clicks"]["dice_at"]})
+    if scored.boxes:
         metrics["box_baseline"] = summarize(rows, prefix="box_")
-    metrics["prompts"] = {"kind": prompt, "jitter": jitter, "seed": seed,
+    metrics["prompts"] = {"kind": prompt, "jitter": jitter, "seed": seed, **({"clicks": clicks} if clicks else {}),
                           **({"include_normal": True} if include_normal else {})}
     metrics["counts"] = {**scored_counts(lesions), "scored": "all lesions" if not splits or args.all_lesions
                          else "test split", "skipped_files": lesion_set.counts()["skipped_files"]}
@@ -89,9 +102,15 @@ def run_evaluate(args):
     normal = (f"; images without a lesion left empty: {model_scores['no_prompt']['normal_correct']:.3f} of "
               f"{model_scores['no_prompt']['normal_images']}" if "normal_correct" in model_scores.get("no_prompt", {})
               else "")
-    print(f"{len(rows)} {'images, no prompt' if prompt == 'none' else f'lesions, {prompt} prompts'}: Dice "
+    print(f"{len(rows)} {'images, no prompt' if prompt == 'none' else f'lesions, {scored.kind} prompts'}: Dice "
           f"{model_scores['dice']:.3f}, IoU {model_scores['iou']:.3f}{surface}{baseline}{normal}")
-    print(f"Results in {args.output}: metrics.json, lesions.csv, best_worst.png")
+    if clicks:
+        scores = metrics["model"]["clicks"]
+        at = ", ".join(f"{k} {scores['dice_at'][k - 1]:.3f}" for k in (1, 3, 5, 10, 20) if k <= clicks)
+        print(f"Simulated clicks: Dice after {at} clicks; NoC@85 {scores['noc85']:.2f}, NoC@90 "
+              f"{scores['noc90']:.2f} (at most {clicks})")
+    print(f"Results in {args.output}: metrics.json, lesions.csv, best_worst.png"
+          + (", clicks.png" if clicks else ""))
     return 0
 
 

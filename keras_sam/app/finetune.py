@@ -17,7 +17,8 @@ import tensorflow as tf
 import tf_keras as keras
 
 from keras_sam.app.errors import TrainingStopped, UsageError
-from keras_sam.app.report import best_and_worst_grid, summary_table, write_lesion_csv
+from keras_sam.app.report import (best_and_worst_grid, click_curves_plot, click_curves_to_tensorboard,
+                                  summary_table, write_lesion_csv)
 from keras_sam.app.run_directory import COMPLETE, NEW, RunDirectory
 from keras_sam.app.model_source import load_segmenter
 from keras_sam.app.settings import DEMO, resolve, speed_setting_sources
@@ -29,7 +30,9 @@ from keras_sam.data import (DataError, Lesion, PromptOptions, build_dataset, cac
                             find_records, image_samples, normal_samples, read_lesions, split_lesions,
                             steps_per_epoch, write_busi_phantoms, write_manifest)
 from keras_sam.embeddings import EmbeddingCache
-from keras_sam.evaluation import evaluate_lesions, lesion_rows, summarize, summarize_no_prompt
+from keras_sam.common.clicks import summarize_clicks
+from keras_sam.evaluation import (add_click_columns, evaluate_clicks, evaluate_lesions, lesion_rows, summarize,
+                                  summarize_no_prompt)
 from keras_sam.losses import get_loss
 from keras_sam.segmenter import default_optimizer
 from keras_sam.storage import atomic_directory, write_json
@@ -192,25 +195,41 @@ def _cache_embeddings(settings, run, plan):
 
 
 def _prompts(settings):
-    return PromptOptions(settings.prompt, jitter=settings.jitter)
+    return PromptOptions(settings.prompt, jitter=settings.jitter, click_rounds=settings.click_rounds)
+
+
+def _scored_prompts(settings):
+    """The prompts the per-lesion scores use: the run's, but a box for a clicks run (its clicks are
+    scored apart, by the simulated user of `evaluate_clicks`)."""
+    if settings.prompt == "clicks":
+        return PromptOptions("box", jitter=settings.jitter)
+    return _prompts(settings)
 
 
 def _evaluation_datasets(settings, plan, cache):
     """The val and test splits with the run's kind of prompts, fixed, and lesion ids, for scoring."""
     return {name: build_dataset(plan.splits[name], plan.model.processor, batch_size=settings.batch_size,
-                                prompts=_prompts(settings), training=False, seed=settings.seed,
+                                prompts=_scored_prompts(settings), training=False, seed=settings.seed,
                                 embeddings=cache, with_ids=True)
             for name in EVALUATED_SPLITS if plan.splits[name]}
 
 
 def _scores(plan, name, dataset, when, settings):
-    """Summaries of the model and of the prompt box on one split, with its lesions' rows and masks."""
+    """Summaries of the model and of the prompt box on one split, with its lesions' rows and masks.
+
+    A clicks run's test split also gets the simulated clicks' scores ("clicks" in the summary,
+    per-lesion columns in the rows)."""
     rows, masks = evaluate_lesions(plan.model, plan.splits[name], dataset, plan.model.processor,
                                    description=f"Scoring {name} {when}",
                                    nsd_tolerance=settings.nsd_tolerance, units=settings.units)
     scores = {"finetuned": summarize(lesion_rows(rows))}
     if _prompts(settings).none:  # per image, images without a lesion counted apart
         scores["finetuned"]["no_prompt"] = summarize_no_prompt(rows)
+    if settings.prompt == "clicks" and name == "test":
+        curves = evaluate_clicks(plan.model, plan.splits[name], dataset, plan.model.processor,
+                                 description=f"Clicking {name} {when}")
+        add_click_columns(rows, curves)
+        scores["finetuned"]["clicks"] = summarize_clicks(list(curves.values()))
     if rows and "box_dice" in rows[0]:  # box prompts: the box itself, filled, as a baseline
         scores["box_baseline"] = summarize(rows, prefix="box_")
     return scores, rows, masks
@@ -232,7 +251,7 @@ def _fit(settings, run, plan, cache, compiled):
     validation = build_dataset(splits["val"], model.processor, embeddings=cache, training=False,
                                **_dataset_options(settings))
     overlay_samples = build_dataset(splits["val"][:OVERLAY_SAMPLES], model.processor, training=False,
-                                    **_dataset_options(settings))
+                                    **{**_dataset_options(settings), "prompts": _scored_prompts(settings)})
     callbacks = [
         LearningRateLogger(),  # first, so TensorBoard and training.csv see the rate in the same logs
         StopOnNonFiniteLoss(),
@@ -338,6 +357,11 @@ def _finish(settings, run, plan, evaluation, before):
         if name == "test":
             write_lesion_csv(run.lesion_csv, rows)
             best_and_worst_grid(run.grid, rows, masks)
+            if "clicks" in after["finetuned"]:
+                curves = {"before": before[name]["finetuned"]["clicks"]["dice_at"],
+                          "fine-tuned": after["finetuned"]["clicks"]["dice_at"]}
+                click_curves_plot(os.path.join(run.path, "clicks.png"), curves)
+                click_curves_to_tensorboard(run.logs, curves)
     kept = run.best_epoch()
     if kept:
         metrics["kept_epoch"] = kept[0]
@@ -345,6 +369,8 @@ def _finish(settings, run, plan, evaluation, before):
     counts["splits"] = {name: len(lesions) for name, lesions in plan.splits.items()}
     metrics["prompts"] = {"kind": settings.prompt, "jitter": settings.jitter, "seed": settings.seed,
                           **({"include_normal": True} if settings.include_normal else {})}
+    if settings.prompt == "clicks":
+        metrics["prompts"]["click_rounds"] = settings.click_rounds
     metrics["counts"] = counts
     write_json(run.metrics, metrics)
 
@@ -352,7 +378,8 @@ def _finish(settings, run, plan, evaluation, before):
     if kept:
         print(f"\nKept the weights of epoch {kept[0]} of {settings.epochs}, the best by validation Dice "
               f"({kept[1]:.3f} on the model's mask grid; the table scores each image at its own size).")
-    if "val" in metrics and metrics["val"]["finetuned"]["dice"] < metrics["val"]["before"]["dice"]:
+    if (settings.prompt != "clicks" and "val" in metrics
+            and metrics["val"]["finetuned"]["dice"] < metrics["val"]["before"]["dice"]):
         print("note: the fine-tuned model scores below the starting model on the validation lesions: try "
               "more epochs, another --lr, or more data (the starting model is "
               f"{settings.model}).")
@@ -361,4 +388,7 @@ def _finish(settings, run, plan, evaluation, before):
     print(f"Logs:     tensorboard --logdir {run.logs}")
     if settings.demo:
         print("'before' is the pretrained model as shipped, 'box_baseline' the prompt box filled in.")
+    if settings.prompt == "clicks":
+        print("The dice and iou rows score each model prompted by its box; the clicks table, by simulated "
+              f"clicks (Dice against clicks: {os.path.join(run.path, 'clicks.png')}).")
     return 0

@@ -12,6 +12,7 @@ from keras_sam.adaptation import DEFAULT_ADAPT, DEFAULT_LORA_RANK, DEFAULT_LORA_
 from keras_sam.app.defaults import DEFAULT_EPOCHS, DEFAULT_JITTER, DEMO, preset_of
 from keras_sam.app.errors import UsageError
 from keras_sam.components import COMPONENTS
+from keras_sam.data.prompt_options import DEFAULT_CLICK_ROUNDS
 from keras_sam.surface_metrics import DEFAULT_NSD_TOLERANCE
 
 
@@ -46,6 +47,8 @@ class RunSettings:
     lora_rank: int = DEFAULT_LORA_RANK
     lora_targets: str = ",".join(DEFAULT_LORA_TARGETS)  # comma-separated, as on the command line
     recompute: bool = False  # gradient checkpointing of the encoder's blocks when it learns
+    # Added with corrective clicks (prompt "clicks"): the most rounds a training sample gets.
+    click_rounds: int = DEFAULT_CLICK_ROUNDS
     # Added with no-prompt training: images without a lesion as negatives (--prompt none only).
     include_normal: bool = False
 
@@ -136,7 +139,7 @@ def resolve(args):
         nsd_tolerance=args.nsd_tolerance,
         units=args.units,
         adapt=args.adapt, lora_rank=args.lora_rank, lora_targets=_lora_targets(args.lora_targets),
-        recompute=args.recompute,
+        recompute=args.recompute, click_rounds=args.click_rounds,
         include_normal=args.include_normal,
     )
     _check(settings)

@@ -168,6 +168,11 @@ def build_dataset(lesions, processor, *, batch_size=2, prompts=PromptOptions(), 
     Returns:
         tf.data.Dataset yielding ({"pixel_values" or "image_embeddings", "input_boxes" (B, 4)
         and/or "input_points" (B, N, 2) with "input_labels" (B, N)}, labels (B, G, G)). With
+        clicks prompts, no prompt but "click_rounds" (B, R) int32, R = `prompts.click_rounds`,
+        1 for each corrective round the sample takes (its first 1 to R entries), and
+        "click_seed" (B, 2) int32, the seed of its clicks, and "click_extent" (B, 2) the image's
+        width and height on the logits grid (without the padding, where clicks never go): the
+        model's train and test steps draw the clicks from its own errors. With
         `PromptOptions(kind="none")` the inputs hold the image alone (SAM's empty prompt); give
         it keras_sam.data.image_samples(lesions) so each target is all of an image's lesions.
     """
@@ -195,6 +200,14 @@ def build_dataset(lesions, processor, *, batch_size=2, prompts=PromptOptions(), 
             )
             inputs["input_points"] = points / grid_per_model_px
             inputs["input_labels"] = labels
+        if prompts.clicks:  # the clicks themselves are drawn in the training step, from the model's errors
+            rounds_seed, click_seed = tf.unstack(tf.random.experimental.stateless_split(seeds[1], 2))
+            rounds = tf.random.stateless_uniform(
+                [], seed=rounds_seed, minval=1, maxval=prompts.click_rounds + 1, dtype=tf.int32)
+            inputs["click_rounds"] = tf.cast(tf.range(prompts.click_rounds) < rounds, tf.int32)
+            inputs["click_seed"] = tf.random.stateless_uniform(
+                [2], seed=click_seed, minval=0, maxval=2**31 - 1, dtype=tf.int32)
+            inputs["click_extent"] = item["extent"] * grid_per_model_px  # clicks stay off the padding
         if with_ids:
             inputs["lesion_id"] = item["lesion_id"]
         return inputs, item["labels"]
