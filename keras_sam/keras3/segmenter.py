@@ -19,6 +19,7 @@ from keras import ops
 
 from keras_sam import training_objective
 from keras_sam.adaptation import DEFAULT_LORA_RANK, DEFAULT_LORA_TARGETS, check_method, check_targets
+from keras_sam.common.clicks import error_clicks
 from keras_sam.components import TrainingOptions, auto
 from keras_sam.configs import processor_for_sizes
 from keras_sam.keras3.adaptation import enable_encoder_lora, keep_only_lora_trainable
@@ -30,6 +31,10 @@ from keras_sam.trained_prompt import trained_prompt_of
 
 IMAGE_INPUTS = ("pixel_values", "image_embeddings")
 PROMPT_INPUTS = ("input_boxes", "input_points", "input_labels", "input_masks")
+# What a batch of build_dataset(..., prompts=PromptOptions(kind="clicks")) carries instead of prompts,
+# and the targets fit/evaluate add beside them (the clicks are drawn from the model's errors).
+CLICK_INPUTS = ("click_rounds", "click_seed", "click_extent")
+CLICK_TARGETS = "click_targets"
 # SamProcessor's normalisation, which keras-hub's image encoder applies itself.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -255,8 +260,94 @@ class SamSegmenter(TrainingOptions, keras.Model):
         return images * ops.array(IMAGENET_STD, "float32") + ops.array(IMAGENET_MEAN, "float32")
 
     def call(self, inputs, training=None):
-        """{"mask_logits": (B, M, G, G), "iou_scores": (B, M)} in float32 for the input dict."""
+        """{"mask_logits": (B, M, G, G), "iou_scores": (B, M)} in float32 for the input dict.
+
+        With corrective clicks (the input dict of a clicks dataset, see `click_prompts`), the
+        outputs of the first click's and of the last round's prompts, joined along the batch (2B
+        rows), which `compute_loss` and `compute_metrics` score against the targets twice over.
+        """
         _check_keys(inputs)
+        if inputs.get("click_rounds") is not None:
+            outputs = [self._predict(prompts, training) for prompts in self.click_prompts(inputs)]
+            return {key: ops.concatenate([output[key] for output in outputs], axis=0) for key in outputs[0]}
+        return self._predict(inputs, training)
+
+    def click_prompts(self, inputs):
+        """Corrective-click training, as the tf-keras `SamSegmenter.click_prompts`, in `keras.ops`.
+
+        The clicks come from `keras_sam.common.clicks.error_clicks`, the arithmetic both families
+        share: a first positive click well inside the lesion, then one click per round from the
+        sample's current error with the previous round's mask logits fed back, no gradient through
+        the rounds. Two prompt sets train: the first click alone, and the sample's last round (its
+        clicks so far, padded with SAM's "not a point" label up to the dataset's most rounds R,
+        which is static here, and the mask predicted before its last click).
+
+        The randomness of each click is a stateless hash of the sample's "click_seed" and the
+        round (no random state: the same on every backend and replica, inside any trace).
+
+        Args:
+            inputs: the image, "click_rounds" (B, R), "click_seed" (B, 2), "click_extent" (B, 2)
+                and CLICK_TARGETS (B, G, G), the targets, which `fit` and `evaluate` add.
+
+        Returns:
+            [first, last]: two input dicts of prompts for the image.
+        """
+        if inputs.get(CLICK_TARGETS) is None:
+            raise ValueError("corrective clicks are drawn from the targets: train or evaluate with fit() or "
+                             "evaluate() on the clicks dataset (they add its targets as 'click_targets')")
+        truth = self._targets(inputs[CLICK_TARGETS])
+        active_rounds = ops.cast(inputs["click_rounds"], "int32")
+        most = int(active_rounds.shape[1])
+        rounds = ops.sum(active_rounds, axis=-1)
+        seed = ops.cast(inputs["click_seed"], "int32") % 9973  # small: the hash stays precise in float32
+        extent = ops.cast(inputs["click_extent"], "float32")
+        grid = self.mask_grid
+        centres = ops.arange(grid, dtype="float32") + 0.5
+        valid = ops.cast((centres[None, :, None] < extent[:, 1, None, None])
+                         & (centres[None, None, :] < extent[:, 0, None, None]), "float32")
+        image = {key: inputs[key] for key in IMAGE_INPUTS if inputs.get(key) is not None}
+        to_model = float(self.image_size) / grid
+
+        def click(step, logits, active=None):
+            noise = _hashed_noise(seed, step, grid)
+            return error_clicks(ops, truth, logits, noise, active=active, valid=valid)
+
+        def predict(points, labels, masks=None):
+            prompts = dict(image, input_points=points * to_model, input_labels=labels)
+            if masks is not None:
+                prompts["input_masks"] = masks
+            output = self._predict(prompts, training=False)
+            return ops.stop_gradient(training_objective.highest_scored_masks(
+                OPS, output["mask_logits"], output["iou_scores"]))
+
+        first_points, first_labels = click(0, -ops.ones_like(truth))
+        points, labels = [first_points], [first_labels]
+        first = dict(image, input_points=first_points[:, None] * to_model, input_labels=first_labels[:, None])
+        current = predict(first_points[:, None], first_labels[:, None])
+        for step in range(1, most + 1):
+            new_points, new_labels = click(step, current, active=step <= rounds)
+            points.append(new_points)
+            labels.append(new_labels)
+            if step < most:  # the prediction after this click, for samples with rounds left
+                refined = predict(ops.stack(points, axis=1), ops.stack(labels, axis=1), current)
+                current = ops.where((step < rounds)[:, None, None], refined, current)
+        return [first, dict(image, input_points=ops.stack(points, axis=1) * to_model,
+                            input_labels=ops.stack(labels, axis=1), input_masks=current)]
+
+    def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
+        """`keras.Model.fit`; clicks datasets get their targets beside the inputs (see `click_prompts`)."""
+        x, y = _with_click_targets(x, y)
+        if validation_data is not None:
+            validation_data = _with_click_targets(validation_data, None)[0]
+        return super().fit(x, y, *args, validation_data=validation_data, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        """`keras.Model.evaluate`; clicks datasets get their targets beside the inputs."""
+        x, y = _with_click_targets(x, y)
+        return super().evaluate(x, y, *args, **kwargs)
+
+    def _predict(self, inputs, training=None):
+        """The model's output for one prompt set per row."""
         if inputs.get("image_embeddings") is not None:
             embeddings = ops.transpose(ops.cast(inputs["image_embeddings"], self.compute_dtype), (0, 2, 3, 1))
         else:
@@ -336,7 +427,9 @@ class SamSegmenter(TrainingOptions, keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """The compiled loss on the trained mask (best of M by loss), plus the IoU head's error:
-        `keras_sam.training_objective`'s objective, as in the tf-keras family."""
+        `keras_sam.training_objective`'s objective, as in the tf-keras family. With clicks, each
+        target scores both of its sample's predictions (the first click's and the last round's)."""
+        y, sample_weight = _per_click_round(x, y, sample_weight)
         y, pixel_weights = self._targets(y), self._pixel_weights(sample_weight)
         terms = training_objective.objective_terms(
             OPS, y, y_pred, pixel_weights, lambda y, logits: self._per_sample_loss(y, logits, pixel_weights),
@@ -350,6 +443,7 @@ class SamSegmenter(TrainingOptions, keras.Model):
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         """Metrics on the mask the model would hand out (highest predicted IoU), as (B, G, G, 1)."""
         logits = training_objective.highest_scored_masks(OPS, y_pred["mask_logits"], y_pred["iou_scores"])
+        y, sample_weight = _per_click_round(x, y, sample_weight)
         return super().compute_metrics(x, self._targets(y)[..., None], logits[..., None],
                                        self._pixel_weights(sample_weight))
 
@@ -400,11 +494,42 @@ class SamSegmenter(TrainingOptions, keras.Model):
         return model
 
 
+def _hashed_noise(seed, step, grid):
+    """(B, G, G) values in [0, 1) from each sample's (B, 2) integer seed and the round: a classic
+    sine hash, stateless and the same on every backend (the clicks' tie-breaking randomness)."""
+    rows = ops.arange(grid, dtype="float32")[None, :, None]
+    columns = ops.arange(grid, dtype="float32")[None, None, :]
+    seed = ops.cast(seed, "float32")
+    angle = (rows * 12.9898 + columns * 78.233 + seed[:, 0, None, None] * 0.1731
+             + seed[:, 1, None, None] * 0.7397 + float(step) * 3.1113)
+    value = ops.sin(angle) * 43758.5453
+    return value - ops.floor(value)
+
+
+def _with_click_targets(x, y):
+    """A clicks dataset (or input dict) with its targets added to the inputs as CLICK_TARGETS: the
+    model draws its clicks from them. Anything else as it is."""
+    spec = getattr(x, "element_spec", None)
+    if isinstance(spec, tuple) and isinstance(spec[0], dict) and "click_rounds" in spec[0]:
+        return x.map(lambda inputs, targets, *rest: ({**inputs, CLICK_TARGETS: targets}, targets, *rest)), y
+    if isinstance(x, dict) and "click_rounds" in x and y is not None:
+        return {**x, CLICK_TARGETS: y}, y
+    return x, y
+
+
+def _per_click_round(x, y, sample_weight):
+    """Targets (and weights) repeated for the two predictions of each clicks sample."""
+    if not (hasattr(x, "keys") and x.get("click_rounds") is not None):
+        return y, sample_weight
+    repeat = lambda value: None if value is None else ops.concatenate([value, value], axis=0)  # noqa: E731
+    return repeat(y), repeat(sample_weight)
+
+
 def _check_keys(inputs):
     if not hasattr(inputs, "keys"):
         raise TypeError("SamSegmenter inputs must be a dict with keys among "
                         f"{', '.join(IMAGE_INPUTS + PROMPT_INPUTS)}; got {type(inputs).__name__}")
-    unknown = sorted(set(inputs) - set(IMAGE_INPUTS + PROMPT_INPUTS))
+    unknown = sorted(set(inputs) - set(IMAGE_INPUTS + PROMPT_INPUTS + CLICK_INPUTS + (CLICK_TARGETS,)))
     if unknown:
         raise ValueError(f"unknown input key(s) {', '.join(map(repr, unknown))}; SamSegmenter takes "
                          f"{', '.join(IMAGE_INPUTS + PROMPT_INPUTS)}")
