@@ -538,7 +538,9 @@ class SamSegmenter(TrainingOptions, keras.Model):
         rounds = self.click_prompts(x, y)
         if rounds is x:
             return x, y, sample_weight
-        repeat = lambda value: None if value is None else tf.concat([value] * len(rounds), axis=0)  # noqa: E731
+
+        def repeat(value):
+            return None if value is None else tf.concat([value] * len(rounds), axis=0)
         return rounds, repeat(y), repeat(sample_weight)
 
     def _predict_rounds(self, x, training):

@@ -184,7 +184,7 @@ def click_curves_figure(curves, threshold_lines=(0.85, 0.90)):
     ax.set_xlabel("clicks")
     ax.set_ylabel("mean Dice")
     ax.set_title("Dice after k simulated corrective clicks")
-    ax.legend(loc="lower right")
+    ax.legend(loc="best")
     ax.grid(alpha=0.3)
     figure.tight_layout()
     return figure
