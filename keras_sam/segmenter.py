@@ -537,7 +537,7 @@ class SamSegmenter(TrainingOptions, keras.Model):
         with tf.GradientTape() as tape:
             y_pred = self._predict_rounds(x, training=True)
             loss = self.compute_loss(x, y, y_pred, sample_weight)
-        self.optimizer.minimize(loss, self.trainable_variables, tape=tape)
+        self.optimizer.minimize(loss, self._variables_trained(x), tape=tape)
         return self.compute_metrics(x, y, y_pred, sample_weight)
 
     def test_step(self, data):
@@ -547,13 +547,24 @@ class SamSegmenter(TrainingOptions, keras.Model):
         self.compute_loss(x, y, y_pred, sample_weight)
         return self.compute_metrics(x, y, y_pred, sample_weight)
 
+    def _variables_trained(self, x):
+        """The trainable variables, less (with clicks, which prompt no box) the box corners'
+        embeddings, which then get no gradient (TensorFlow would warn at every trace)."""
+        if not isinstance(x, list):
+            return self.trainable_variables
+        corners = {id(weight) for weight in self.sam.prompt_encoder.point_embed[2:]}
+        return [variable for variable in self.trainable_variables if id(variable) not in corners]
+
     def _click_rounds(self, x, y, sample_weight):
         """Without clicks, (x, y, sample_weight) as they are. With clicks (see `click_prompts`), a
-        list of the rounds' inputs, with the targets and weights repeated once per round."""
+        list of the rounds' inputs, with the targets and weights repeated once per round: the loss
+        and the metrics (the logged dice) see both trained predictions of every sample."""
         rounds = self.click_prompts(x, y)
         if rounds is x:
             return x, y, sample_weight
-        repeat = lambda value: None if value is None else tf.concat([value] * len(rounds), axis=0)  # noqa: E731
+
+        def repeat(value):
+            return None if value is None else tf.concat([value] * len(rounds), axis=0)
         return rounds, repeat(y), repeat(sample_weight)
 
     def _predict_rounds(self, x, training):

@@ -12,6 +12,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
 from PIL import Image, ImageDraw
 
 MASK_COLOR = (30, 144, 255)
@@ -190,10 +191,11 @@ def click_curves_figure(curves, threshold_lines=(0.85, 0.90)):
         ax.plot(np.arange(1, len(dice) + 1), dice, marker="o", markersize=3, label=name)
     for level in threshold_lines:
         ax.axhline(level, color="grey", linestyle=":", linewidth=1)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("clicks")
     ax.set_ylabel("mean Dice")
     ax.set_title("Dice after k simulated corrective clicks")
-    ax.legend(loc="lower right")
+    ax.legend(loc="best")
     ax.grid(alpha=0.3)
     figure.tight_layout()
     return figure

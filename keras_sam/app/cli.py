@@ -160,7 +160,8 @@ def build_parser():
                           + ")")
     finetune.add_argument("--freeze", default=None,
                           help=f"comma-separated components to keep fixed, among {', '.join(COMPONENTS)} "
-                               "(default: vision_encoder,prompt_encoder; prompt_encoder with --adapt full)")
+                               "(default: vision_encoder,prompt_encoder; prompt_encoder with --adapt full; with "
+                               "--prompt clicks the prompt encoder learns, for the mask fed back)")
     finetune.add_argument("--adapt", default=DEFAULT_ADAPT, choices=list(ADAPT_METHODS),
                           help="how the image encoder learns: decoder (frozen, its embeddings cached), "
                                "lora (low-rank updates of its layers, SAMed's design), adapter (Medical SAM "

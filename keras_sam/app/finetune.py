@@ -26,11 +26,11 @@ from keras_sam.app.speed import (SpeedChoice, allocator_choice, choose_jit_compi
                                  cpu_supports_bfloat16, precision_policy, step_timer, too_short_to_probe)
 from keras_sam.callbacks import (LearningRateLogger, MaskOverlayCallback, NonFiniteLossError,
                                  StopOnNonFiniteLoss)
+from keras_sam.common.clicks import summarize_clicks
 from keras_sam.data import (DataError, Lesion, PromptOptions, build_dataset, cache_embeddings,
                             find_records, image_samples, normal_samples, read_lesions, split_lesions,
                             steps_per_epoch, write_busi_phantoms, write_manifest)
 from keras_sam.embeddings import EmbeddingCache
-from keras_sam.common.clicks import summarize_clicks
 from keras_sam.evaluation import (add_click_columns, evaluate_clicks, evaluate_lesions, lesion_rows, summarize,
                                   summarize_no_prompt)
 from keras_sam.losses import get_loss
@@ -207,7 +207,8 @@ def _scored_prompts(settings):
 
 
 def _evaluation_datasets(settings, plan, cache):
-    """The val and test splits with the run's kind of prompts, fixed, and lesion ids, for scoring."""
+    """The val and test splits with the run's kind of prompts (a box for a clicks run), fixed, and
+    lesion ids, for scoring."""
     return {name: build_dataset(plan.splits[name], plan.model.processor, batch_size=settings.batch_size,
                                 prompts=_scored_prompts(settings), training=False, seed=settings.seed,
                                 embeddings=cache, with_ids=True)

@@ -87,7 +87,12 @@ def parse_freeze(text):
 def _freeze_for(args):
     """--freeze, checked against --adapt; left out, what --adapt implies."""
     if args.freeze is None:
-        return ("prompt_encoder",) if args.adapt == "full" else ("vision_encoder", "prompt_encoder")
+        # Corrective clicks feed the previous mask back through the prompt encoder's mask
+        # embedding, which a model trained with boxes (the shipped one) never learned: it trains.
+        learns_prompts = args.prompt == "clicks"
+        if args.adapt == "full":
+            return () if learns_prompts else ("prompt_encoder",)
+        return ("vision_encoder",) if learns_prompts else ("vision_encoder", "prompt_encoder")
     frozen = parse_freeze(args.freeze)
     if args.adapt in ("lora", "adapter", "full") and "vision_encoder" in frozen:
         raise UsageError(f"--adapt {args.adapt} trains the image encoder, which --freeze {args.freeze} keeps "

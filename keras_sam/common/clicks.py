@@ -240,7 +240,7 @@ def error_depth(ops, region, steps=DEPTH_STEPS):
     return depth
 
 
-def error_clicks(ops, truth, logits, noise, *, active=None, valid=None, steps=DEPTH_STEPS):
+def error_clicks(ops, truth, logits, noise, *, active=None, valid=None, steps=DEPTH_STEPS, depth_share=0.5):
     """One corrective click per sample, from the current prediction's error, in the graph.
 
     The larger error by area (missed lesion, or false positive) is clicked, at a pixel drawn
@@ -258,6 +258,8 @@ def error_clicks(ops, truth, logits, noise, *, active=None, valid=None, steps=DE
         active: optional (B,) booleans; samples where it is False get no click (label NO_CLICK).
         valid: optional (B, G, G) 0/1 where clicks may go (the image without its padding).
         steps: erosions that measure depth.
+        depth_share: clicks go among the error's pixels at least this share of its deepest
+            pixel's depth (1: only the deepest, as the scoring protocol's user clicks).
 
     Returns:
         (points, labels): points (B, 2) float32 (x, y) at pixel centres of the grid, labels (B,)
@@ -273,7 +275,7 @@ def error_clicks(ops, truth, logits, noise, *, active=None, valid=None, steps=DE
     error = ops.where(positive[:, None, None], missed, extra)
     depth = error_depth(ops, error, steps)
     deepest = ops.max(depth, axis=(1, 2))
-    candidates = ops.where(depth >= ops.maximum(0.5 * deepest, 1.0)[:, None, None],
+    candidates = ops.where(depth >= ops.maximum(depth_share * deepest, 1.0)[:, None, None],
                            ops.ones_like(depth), ops.zeros_like(depth))
     side = int(truth.shape[2])
     score = ops.reshape(candidates * (1.0 + ops.cast(noise, "float32")), (-1, side * int(truth.shape[1])))
