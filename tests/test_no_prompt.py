@@ -176,3 +176,21 @@ def test_overlays_show_the_clicks_and_the_mask_they_refine(tmp_path):
     assert not (plain == PREVIOUS_COLOR).all(axis=-1).any()
     assert tuple(refined[126, 125]) == POSITIVE_COLOR and tuple(refined[198, 38]) == NEGATIVE_COLOR  # discs
     assert (refined != plain).any(axis=-1).sum() > 40
+
+
+def test_overlays_of_clicks_data_draw_the_simulated_clicks_and_the_mask_they_refine():
+    from keras_sam.common.clicks import first_click
+    from keras_sam.overlays import OverlayRenderer
+    from keras_sam.visualization import POSITIVE_COLOR, PREVIOUS_COLOR
+    from toy import disks
+
+    model = tiny_segmenter(seed=1)
+    x, y = disks(1)
+    clicks = {"pixel_values": x["pixel_values"], "click_rounds": np.ones((1, 2), np.int32),
+              "click_seed": np.array([[1, 2]], np.int32), "click_extent": np.array([[64.0, 64.0]], np.float32)}
+    renderer = OverlayRenderer([(clicks, y)], display_size=256)
+    overlay = renderer.render(model)[0]
+    first = first_click(y[0] > 0.5)  # the protocol's first click, at the disk's interior-most pixel
+    row, column = int(first.y * 4) - 2, int(first.x * 4) - 3  # inside its disc, off its plus
+    assert tuple(overlay[row, column]) == POSITIVE_COLOR
+    assert (overlay == PREVIOUS_COLOR).all(axis=-1).sum() > 20  # the mask the last click refined
