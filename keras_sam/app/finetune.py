@@ -251,8 +251,9 @@ def _fit(settings, run, plan, cache, compiled):
     train = _training_stream(settings, plan, cache, first_epoch=initial_epoch)
     validation = build_dataset(splits["val"], model.processor, embeddings=cache, training=False,
                                **_dataset_options(settings))
+    # A clicks run's overlays show the simulated user's clicks and the mask they refine (overlays.py).
     overlay_samples = build_dataset(splits["val"][:OVERLAY_SAMPLES], model.processor, training=False,
-                                    **{**_dataset_options(settings), "prompts": _scored_prompts(settings)})
+                                    **_dataset_options(settings))
     callbacks = [
         LearningRateLogger(),  # first, so TensorBoard and training.csv see the rate in the same logs
         StopOnNonFiniteLoss(),
