@@ -10,6 +10,7 @@ these are the numbers to report. Results are joined to lesions by their id, neve
 """
 
 import numpy as np
+import tensorflow as tf
 from tqdm.auto import tqdm
 
 from keras_sam.common.clicks import DEFAULT_MAX_CLICKS, lesion_click_columns, simulate_clicks
@@ -202,6 +203,7 @@ def evaluate_clicks(model, lesions, dataset, processor, max_clicks=DEFAULT_MAX_C
         {lesion id: (K,) array of Dice after 1..K clicks}, in the dataset's order.
     """
     by_id = {lesion.id: lesion for lesion in lesions}
+    call = _traced_call(model)
     curves = {}
     bar = tqdm(total=len(lesions), desc=description, unit="lesion", disable=not progress)
     for x, _ in dataset:
@@ -217,9 +219,7 @@ def evaluate_clicks(model, lesions, dataset, processor, max_clicks=DEFAULT_MAX_C
             inputs = dict(image, input_points=model_points, input_labels=labels)
             if previous is not None:
                 inputs["input_masks"] = previous
-            # A traced call (predict_on_batch traces with relaxed shapes): eager, a call costs
-            # Python for every op of the decoder, once per click.
-            result = postprocess_masks(model.predict_on_batch(inputs), image_sizes=sizes, processor=processor)
+            result = postprocess_masks(call(inputs), image_sizes=sizes, processor=processor)
             return result.logits, result.masks
 
         truths = [load_target(lesion) for lesion in batch]
@@ -229,6 +229,25 @@ def evaluate_clicks(model, lesions, dataset, processor, max_clicks=DEFAULT_MAX_C
         bar.update(len(batch))
     bar.close()
     return curves
+
+
+def _traced_call(model):
+    """`model(inputs)` as a graph traced once per set of input names, for any batch size and number
+    of points: eager, every click would pay Python for each op of the decoder, and a tf.function
+    left to find the shapes itself retraces as the clicks grow."""
+    functions = {}
+
+    def call(inputs):
+        inputs = {name: tf.convert_to_tensor(value) for name, value in inputs.items()}
+        names = tuple(sorted(inputs))
+        if names not in functions:
+            spec = {name: tf.TensorSpec((None, None, *value.shape[2:]) if name in ("input_points", "input_labels")
+                                        else (None, *value.shape[1:]), value.dtype)
+                    for name, value in inputs.items()}
+            functions[names] = tf.function(lambda x: model(x, training=False), input_signature=[spec],
+                                           autograph=False)
+        return functions[names](inputs)
+    return call
 
 
 def add_click_columns(rows, curves):
