@@ -13,14 +13,14 @@ from keras_sam import tiny_sam_config
 from keras_sam.app.cli import build_parser
 from keras_sam.app.errors import UsageError
 from keras_sam.app.settings import resolve
-from keras_sam.configs import processor_for_config
+from keras_sam.common.configs import processor_for_config
 from keras_sam.data import (DataError, DataGenerator, PromptOptions, build_dataset, cache_embeddings,
                             find_records, image_samples, load_mask, normal_samples, read_lesions)
-from keras_sam.embeddings import EmbeddingCache
-from keras_sam.evaluation import evaluate_lesions, summarize_no_prompt
-from keras_sam.inference import segment_image
-from keras_sam.preprocessing import preprocess_mask
-from keras_sam.segmenter import default_optimizer
+from keras_sam.common.embeddings import EmbeddingCache
+from keras_sam.common.evaluation import evaluate_lesions, summarize_no_prompt
+from keras_sam.common.inference import segment_image
+from keras_sam.common.preprocessing import preprocess_mask
+from keras_sam.tfkeras.segmenter import default_optimizer
 
 
 @pytest.fixture(scope="module")
@@ -160,8 +160,8 @@ def test_no_prompt_warns_unless_the_model_was_trained_for_it(picture, tmp_path):
 
 
 def test_overlays_show_the_clicks_and_the_mask_they_refine(tmp_path):
-    from keras_sam.overlays import OverlayRenderer
-    from keras_sam.visualization import NEGATIVE_COLOR, POSITIVE_COLOR, PREVIOUS_COLOR
+    from keras_sam.common.overlays import OverlayRenderer
+    from keras_sam.common.visualization import NEGATIVE_COLOR, POSITIVE_COLOR, PREVIOUS_COLOR
     from toy import disks
 
     model = tiny_segmenter(seed=1)
@@ -180,8 +180,8 @@ def test_overlays_show_the_clicks_and_the_mask_they_refine(tmp_path):
 
 def test_overlays_of_clicks_data_draw_the_simulated_clicks_and_the_mask_they_refine():
     from keras_sam.common.clicks import first_click
-    from keras_sam.overlays import OverlayRenderer
-    from keras_sam.visualization import POSITIVE_COLOR, PREVIOUS_COLOR
+    from keras_sam.common.overlays import OverlayRenderer
+    from keras_sam.common.visualization import POSITIVE_COLOR, PREVIOUS_COLOR
     from toy import disks
 
     model = tiny_segmenter(seed=1)

@@ -18,7 +18,7 @@ class PromptOptions:
             or "box+points"; or "clicks": one positive click inside the lesion, then 1 to
             `click_rounds` corrective clicks, each from the model's current error with its previous
             mask logits fed back (drawn inside the training step: see
-            `keras_sam.segmenter.SamSegmenter.train_step`); or "none": SAM's empty prompt (no
+            `keras_sam.tfkeras.segmenter.SamSegmenter.train_step`); or "none": SAM's empty prompt (no
             point, box or mask), for samples that are whole images (keras_sam.data.image_samples)
             whose target is all their lesions.
         jitter: largest move of each box side, in the image's own pixels.

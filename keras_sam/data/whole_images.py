@@ -16,7 +16,7 @@ import dataclasses
 
 from keras_sam.data.errors import DataError
 from keras_sam.data.readers import load_image
-from keras_sam.storage import content_key
+from keras_sam.common.storage import content_key
 
 NORMAL_CLASS = "normal"
 """The class whose images have no lesion (BUSI's `normal/` folder)."""

@@ -17,17 +17,17 @@ import keras_hub
 import numpy as np
 from keras import ops
 
-from keras_sam import training_objective
-from keras_sam.adaptation import DEFAULT_LORA_RANK, DEFAULT_LORA_TARGETS, check_method, check_targets
+from keras_sam.common import training_objective
+from keras_sam.common.adaptation_options import DEFAULT_LORA_RANK, DEFAULT_LORA_TARGETS, check_method, check_targets
 from keras_sam.common.clicks import error_clicks
-from keras_sam.components import TrainingOptions, auto
-from keras_sam.configs import processor_for_sizes
+from keras_sam.common.training_options import TrainingOptions, auto
+from keras_sam.common.configs import processor_for_sizes
 from keras_sam.keras3.adaptation import enable_encoder_lora, keep_only_lora_trainable
 from keras_sam.keras3.convert import assign_weights, read_checkpoint, save_pretrained
 from keras_sam.keras3.losses import OPS, DiceLoss, MaskLoss, per_sample_arrays, replicas
 from keras_sam.keras3.metrics import DiceScore, IoUScore, OnProbabilities
-from keras_sam.metric_routing import on_masks
-from keras_sam.trained_prompt import trained_prompt_of
+from keras_sam.common.metric_inputs import on_masks
+from keras_sam.common.trained_prompt import trained_prompt_of
 
 IMAGE_INPUTS = ("pixel_values", "image_embeddings")
 PROMPT_INPUTS = ("input_boxes", "input_points", "input_labels", "input_masks")
@@ -107,11 +107,15 @@ class SamSegmenter(TrainingOptions, keras.Model):
         >>> model.fit(dataset, epochs=3)  # doctest: +SKIP
     """
 
+    # The family's side of the shared training objective (TrainingOptions._per_sample_loss).
+    _objective_ops, _keras_module, _mask_loss_class = OPS, keras, MaskLoss
+    _per_sample_arrays = staticmethod(per_sample_arrays)
+
     def __init__(self, image_encoder, prompt_encoder, mask_decoder, *,
                  freeze=("vision_encoder", "prompt_encoder"), multimask_output=False, iou_loss_weight=1.0,
                  decoder_norm_epsilon=None, trained_prompt=None, **kwargs):
         super().__init__(**kwargs)
-        # The prompt kind it was fine-tuned with (keras_sam.trained_prompt): saved with it, and
+        # The prompt kind it was fine-tuned with (keras_sam.common.trained_prompt): saved with it, and
         # read by inference, which warns before segmenting with no prompt a model not trained so.
         self.trained_prompt = trained_prompt
         self.image_encoder = image_encoder
@@ -397,14 +401,14 @@ class SamSegmenter(TrainingOptions, keras.Model):
     def segment(self, image, *, boxes=(), points=(), labels=None, mask_input=None, best=True):
         """Masks for one image at its own resolution, from prompts in its own pixels (boxes,
         positive and negative clicks, a previous mask to refine, or none): as the tf-keras
-        `SamSegmenter.segment` (`keras_sam.inference.segment_image`)."""
+        `SamSegmenter.segment` (`keras_sam.common.inference.segment_image`)."""
         if hasattr(image, "keys"):  # the input dict, as segment took before 0.2
             warnings.warn("SamSegmenter.segment(inputs) with the input dict is deprecated: call the model, "
                           "model(inputs), or segment(image, boxes=..., points=...) for masks at an "
                           "image's resolution", DeprecationWarning, stacklevel=2)
             outputs = self(image, training=False)
             return outputs["mask_logits"], outputs["iou_scores"]
-        from keras_sam.inference import segment_image
+        from keras_sam.common.inference import segment_image
 
         return segment_image(self, image, boxes=boxes, points=points, labels=labels, mask_input=mask_input,
                              best=best)
@@ -427,7 +431,7 @@ class SamSegmenter(TrainingOptions, keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """The compiled loss on the trained mask (best of M by loss), plus the IoU head's error:
-        `keras_sam.training_objective`'s objective, as in the tf-keras family. With clicks, each
+        `keras_sam.common.training_objective`'s objective, as in the tf-keras family. With clicks, each
         target scores both of its sample's predictions (the first click's and the last round's)."""
         y, sample_weight = _per_click_round(x, y, sample_weight)
         y, pixel_weights = self._targets(y), self._pixel_weights(sample_weight)
@@ -446,10 +450,6 @@ class SamSegmenter(TrainingOptions, keras.Model):
         y, sample_weight = _per_click_round(x, y, sample_weight)
         return super().compute_metrics(x, self._targets(y)[..., None], logits[..., None],
                                        self._pixel_weights(sample_weight))
-
-    def _per_sample_loss(self, y, logits, pixel_weights):
-        return training_objective.per_sample_loss(OPS, keras, self.loss, y, logits, pixel_weights,
-                                                  per_sample_arrays, MaskLoss)
 
     def _targets(self, y):
         if y is None:

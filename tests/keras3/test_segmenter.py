@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from toy import disks
-from keras_sam.configs import tiny_sam_config
+from keras_sam.common.configs import tiny_sam_config
 from keras_sam.keras3 import DiceLoss, DiceScore, SamSegmenter
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "README.md")
@@ -112,6 +112,19 @@ def test_the_readme_example_runs_to_its_end(tmp_path):
     assert printed.getvalue().strip().splitlines()[-1] == "(2, 1, 64, 64)"
 
 
+def test_the_keras3_model_saved_before_the_layout_change_loads_and_predicts_the_same():
+    # tests/fixtures/keras3_model.keras, written on jax by tests/fixtures/make_fixtures.py.
+    fixtures = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures")
+    model = keras.models.load_model(os.path.join(fixtures, "keras3_model.keras"))
+    assert isinstance(model, SamSegmenter) and model.multimask_output
+    with np.load(os.path.join(fixtures, "inputs_and_outputs.npz")) as saved:
+        x = {key[len("input_"):]: saved[key] for key in saved.files if key.startswith("input_")}
+        predicted = model.predict(x, verbose=0)
+        for key in ("mask_logits", "iou_scores"):
+            np.testing.assert_allclose(keras.ops.convert_to_numpy(predicted[key]), saved[f"keras3_{key}"],
+                                       atol=1e-5, rtol=0, err_msg=key)
+
+
 class RandomEncoder:
     """Image embeddings of the tiny model's shape without running (and compiling) an encoder:
     the decoder's training is what is tested."""
@@ -131,10 +144,10 @@ class RandomEncoder:
 def test_corrective_clicks_train_in_fit_with_the_shared_clicker(tmp_path):
     """PromptOptions(kind="clicks") batches: the clicks come from keras_sam.common.clicks, the
     arithmetic the tf-keras family shares, inside the traced step."""
-    from keras_sam.configs import processor_for_config
+    from keras_sam.common.configs import processor_for_config
     from keras_sam.data import (PromptOptions, build_dataset, cache_embeddings, find_records, read_lesions,
                                 write_busi_phantoms)
-    from keras_sam.embeddings import EmbeddingCache
+    from keras_sam.common.embeddings import EmbeddingCache
 
     root = write_busi_phantoms(str(tmp_path / "busi"), counts={"benign": 2, "malignant": 1}, seed=0)
     lesions = read_lesions(find_records(root), progress=False).lesions[:2]

@@ -1,7 +1,7 @@
 """Scores at each image's own resolution: per-lesion Dice, IoU, HD95 and NSD of a model and of its
 prompt box.
 
-HD95 and NSD (keras_sam.surface_metrics) are in mm when every lesion scored has a pixel spacing
+HD95 and NSD (keras_sam.common.surface_metrics) are in mm when every lesion scored has a pixel spacing
 (DICOM, NIfTI) and in pixels otherwise, so that one run's numbers share one unit; the unit is in
 each row and summary.
 
@@ -16,10 +16,10 @@ from tqdm.auto import tqdm
 from keras_sam.common.clicks import DEFAULT_MAX_CLICKS, lesion_click_columns, simulate_clicks
 from keras_sam.data.readers import load_target
 from keras_sam.data.whole_images import ImageSample
-from keras_sam.geometry import box_mask, to_image_coordinates, to_model_coordinates
-from keras_sam.objectives import dice_per_sample, iou_per_sample
-from keras_sam.postprocessing import postprocess_masks
-from keras_sam.surface_metrics import DEFAULT_NSD_TOLERANCE, UNITS, surface_scores
+from keras_sam.common.geometry import box_mask, to_image_coordinates, to_model_coordinates
+from keras_sam.common.losses_and_scores import dice_per_sample, iou_per_sample
+from keras_sam.common.postprocessing import postprocess_masks
+from keras_sam.common.surface_metrics import DEFAULT_NSD_TOLERANCE, UNITS, surface_scores
 
 SURFACE_METRICS = ("hd95", "nsd")
 NO_LESION_AREA = 0.001

@@ -10,10 +10,10 @@ model fine-tuned with `--prompt none`; others get a warning).
 
 import numpy as np
 
-from keras_sam.geometry import to_model_coordinates
-from keras_sam.postprocessing import postprocess_masks
-from keras_sam.preprocessing import preprocess_image, preprocess_mask
-from keras_sam.trained_prompt import warn_if_not_trained_for_no_prompt
+from keras_sam.common.geometry import to_model_coordinates
+from keras_sam.common.postprocessing import postprocess_masks
+from keras_sam.common.preprocessing import preprocess_image, preprocess_mask
+from keras_sam.common.trained_prompt import warn_if_not_trained_for_no_prompt
 
 MASK_LOGIT = 10.0
 """The logit a binary previous mask becomes: +MASK_LOGIT inside, -MASK_LOGIT outside (about the
@@ -125,7 +125,7 @@ def segment_image(model, image, *, boxes=(), points=(), labels=None, mask_input=
             them, 3 with `multimask_output`).
 
     Returns:
-        keras_sam.postprocessing.PostprocessedMasks: masks a list with one (H, W) boolean mask per
+        keras_sam.common.postprocessing.PostprocessedMasks: masks a list with one (H, W) boolean mask per
         row ((M, H, W) with best=False), scores the model's predicted IoU, logits the rows'
         low-resolution logits (what `mask_input` takes back).
 
