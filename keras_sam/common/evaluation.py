@@ -10,7 +10,6 @@ these are the numbers to report. Results are joined to lesions by their id, neve
 """
 
 import numpy as np
-import tensorflow as tf
 from tqdm.auto import tqdm
 
 from keras_sam.common.clicks import DEFAULT_MAX_CLICKS, lesion_click_columns, simulate_clicks
@@ -235,6 +234,8 @@ def _traced_call(model):
     """`model(inputs)` as a graph traced once per set of input names, for any batch size and number
     of points: eager, every click would pay Python for each op of the decoder, and a tf.function
     left to find the shapes itself retraces as the clicks grow."""
+    import tensorflow as tf  # here: the Keras 3 family imports this module without TensorFlow
+
     functions = {}
 
     def call(inputs):
