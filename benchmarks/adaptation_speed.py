@@ -35,7 +35,7 @@ def measure(method, batch_size, steps, rank, precision, recompute=False):
 
     from keras_sam import SamSegmenter, sam_vit_base_config
     from keras_sam.app.speed import precision_policy
-    from keras_sam.segmenter import default_optimizer
+    from keras_sam.tfkeras.segmenter import default_optimizer
 
     with precision_policy(precision):
         model = SamSegmenter(TFSamModel(sam_vit_base_config()))

@@ -24,8 +24,8 @@ def one_epoch(count, batch_size):
     from transformers import TFSamModel
 
     from keras_sam import SamSegmenter, sam_vit_base_config
-    from keras_sam.embeddings import EmbeddingCache
-    from keras_sam.segmenter import default_optimizer
+    from keras_sam.common.embeddings import EmbeddingCache
+    from keras_sam.tfkeras.segmenter import default_optimizer
 
     model = SamSegmenter(TFSamModel(sam_vit_base_config()))
     model.compile(optimizer=default_optimizer())

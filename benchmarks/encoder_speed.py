@@ -54,7 +54,7 @@ def main(argv=None):
 
     if args.child:  # one pair, in the process its parent started with the allocator set
         per_image, peak = measure(args.batch_sizes[0], args.calls, args.precision)
-        from keras_sam.tf_allocator import allocator_in_use
+        from keras_sam.common.tf_allocator import allocator_in_use
 
         print(json.dumps({"seconds_per_image": per_image, "peak_rss_mib": peak, "allocator_in_use": allocator_in_use()}))
         return 0

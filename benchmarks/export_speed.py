@@ -9,7 +9,7 @@ one image (300x420) is embedded and decoded (one box) `--repeats` times after a 
 median is printed. The Keras side is timed twice: its graph parts alone (SamSegmenter's traced
 encoder on pixel values, its call on the embedding), and with the processing the exported
 functions hold (the processor's resize and normalisation; the masks at the image's size), as
-`keras_sam.inference.segment_image` runs them. Figures are for one machine: compare rows measured
+`keras_sam.common.inference.segment_image` runs them. Figures are for one machine: compare rows measured
 in one run.
 """
 
@@ -50,14 +50,14 @@ def main(argv=None):
     import tensorflow as tf
 
     from keras_sam import SamSegmenter
-    from keras_sam.configs import sam_vit_base_config
+    from keras_sam.common.configs import sam_vit_base_config
     from keras_sam.export import formats, writers
     from keras_sam.export.exporter import load_model
     from keras_sam.export.graph import SamExportModule, erf_gelu, exportable_copy
     from keras_sam.export.runtimes import open_artefact
-    from keras_sam.hub import require_tf_sam
-    from keras_sam.postprocessing import postprocess_masks
-    from keras_sam.preprocessing import preprocess_image
+    from keras_sam.common.hub import require_tf_sam
+    from keras_sam.common.postprocessing import postprocess_masks
+    from keras_sam.common.preprocessing import preprocess_image
 
     if args.model == "vit-base":
         tf.keras.utils.set_random_seed(0)

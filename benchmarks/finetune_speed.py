@@ -40,7 +40,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from keras_sam.tf_allocator import allocator_in_use, prefer_reusing_allocator  # noqa: E402
+from keras_sam.common.tf_allocator import allocator_in_use, prefer_reusing_allocator  # noqa: E402
 
 prefer_reusing_allocator()  # as keras-sam finetune does, before TensorFlow starts
 
@@ -57,8 +57,8 @@ from keras_sam.app.speed import (SpeedChoice, choose_jit_compile, choose_precisi
                                  cpu_supports_bfloat16, precision_policy, step_timer, too_short_to_probe)
 from keras_sam.data import (PromptOptions, build_dataset, cache_embeddings, find_records,  # noqa: E402
                             read_lesions, steps_per_epoch)
-from keras_sam.embeddings import EmbeddingCache  # noqa: E402
-from keras_sam.segmenter import default_optimizer  # noqa: E402
+from keras_sam.common.embeddings import EmbeddingCache  # noqa: E402
+from keras_sam.tfkeras.segmenter import default_optimizer  # noqa: E402
 
 
 class EpochTimer(keras.callbacks.Callback):

@@ -23,7 +23,7 @@ import tf_keras as keras
 from keras_sam import DiceLoss, SamSegmenter
 from keras_sam.data import PromptOptions, build_dataset, find_records, read_lesions, split_lesions
 from keras_sam.data.clinical_phantoms import write_dicom_phantoms, write_nifti_phantoms
-from keras_sam.evaluation import evaluate_lesions, summarize
+from keras_sam.common.evaluation import evaluate_lesions, summarize
 
 
 def fine_tune_and_score(data, epochs, tolerance):

@@ -19,9 +19,9 @@ import tf_keras as keras
 from keras_sam import DiceLoss, SamSegmenter
 from keras_sam.callbacks import MaskOverlayCallback
 from keras_sam.data import build_dataset, find_records, load_image, read_lesions, split_lesions, write_busi_phantoms
-from keras_sam.evaluation import evaluate_lesions, summarize
-from keras_sam.inference import segment_image
-from keras_sam.visualization import display_masks_on_img
+from keras_sam.common.evaluation import evaluate_lesions, summarize
+from keras_sam.common.inference import segment_image
+from keras_sam.common.visualization import display_masks_on_img
 
 
 def main():

@@ -14,9 +14,9 @@ import tempfile
 
 from keras_sam import SamSegmenter
 from keras_sam.data import load_image, load_mask, write_busi_phantoms
-from keras_sam.geometry import box_from_mask
-from keras_sam.inference import segment_image
-from keras_sam.visualization import display_boxes_on_img, display_masks_on_img, display_points_on_img
+from keras_sam.common.geometry import box_from_mask
+from keras_sam.common.inference import segment_image
+from keras_sam.common.visualization import display_boxes_on_img, display_masks_on_img, display_points_on_img
 
 
 def main():

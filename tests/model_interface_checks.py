@@ -1,9 +1,9 @@
-"""What both families' tests check of keras_sam.model_interface.SegmenterModel (no Keras here)."""
+"""What both families' tests check of keras_sam.common.model_interface.SegmenterModel (no Keras here)."""
 
 import numpy as np
 
-from keras_sam.components import COMPONENTS
-from keras_sam.model_interface import SegmenterModel
+from keras_sam.common.training_options import COMPONENTS
+from keras_sam.common.model_interface import SegmenterModel
 
 
 def check_segmenter_model(model):

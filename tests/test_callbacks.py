@@ -16,7 +16,7 @@ from PIL import Image
 
 from conftest import tiny_segmenter
 from keras_sam import processor_for_config, tiny_sam_config
-from keras_sam.callbacks import LearningRateLogger, MaskOverlayCallback
+from keras_sam.tfkeras.callbacks import LearningRateLogger, MaskOverlayCallback
 from keras_sam.data import PromptOptions, build_dataset, find_records, read_lesions
 
 EPOCHS = 3

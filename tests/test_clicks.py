@@ -10,7 +10,7 @@ import tf_keras as keras
 from conftest import tiny_segmenter
 from keras_sam.common import clicks
 from keras_sam.common.clicks import Click, clicks_to_reach, first_click, next_click, simulate_clicks
-from keras_sam.training_objective import NamespaceWith
+from keras_sam.common.training_objective import NamespaceWith
 
 
 def _square(shape, top, left, side):
@@ -128,7 +128,7 @@ def test_feeding_the_previous_mask_back_changes_the_output():
 
 def test_a_clicks_training_step_runs_traced_once_from_cached_embeddings(phantom_dir, tmp_path):
     from keras_sam.data import PromptOptions, build_dataset, cache_embeddings, find_records, read_lesions
-    from keras_sam.embeddings import EmbeddingCache
+    from keras_sam.common.embeddings import EmbeddingCache
 
     lesions = read_lesions(find_records(phantom_dir)).lesions[:6]
     model = tiny_segmenter(seed=5)

@@ -12,7 +12,7 @@ from conftest import tiny_segmenter
 from toy import disks
 from keras_sam import processor_for_config, tiny_sam_config
 from keras_sam.data import build_dataset, cache_embeddings, find_records, read_lesions
-from keras_sam.embeddings import EmbeddingCache, embed_dataset
+from keras_sam.common.embeddings import EmbeddingCache, embed_dataset
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_training_from_a_float16_cache_matches_within_half_precision(lesions, fr
 
 
 class FakeEncoderModel:
-    """What EmbeddingCache reads of a model (keras_sam.model_interface.SegmenterModel's encoder
+    """What EmbeddingCache reads of a model (keras_sam.common.model_interface.SegmenterModel's encoder
     members), for either family."""
 
     embedding_shape = (2, 3, 3)

@@ -1,4 +1,4 @@
-"""LoRA and adapters on the tf-keras SamSegmenter's image encoder (keras_sam.encoder_adaptation)."""
+"""LoRA and adapters on the tf-keras SamSegmenter's image encoder (keras_sam.tfkeras.adaptation)."""
 
 import json
 import os
@@ -13,7 +13,7 @@ from transformers import TFSamModel
 
 from conftest import disks, tiny_segmenter
 from keras_sam import SamSegmenter
-from keras_sam.lora import LoraDense
+from keras_sam.tfkeras.lora import LoraDense
 
 HERE = os.path.dirname(__file__)
 

@@ -17,8 +17,8 @@ from keras_sam.export import ExportCheckFailed, ExportError, exporter, formats
 from keras_sam.export import checks, image_ops
 from keras_sam.export.graph import SamExportModule, erf_gelu, exportable_copy
 from keras_sam.export.runtimes import open_artefact
-from keras_sam.inference import segment_image
-from keras_sam.preprocessing import preprocess_image
+from keras_sam.common.inference import segment_image
+from keras_sam.common.preprocessing import preprocess_image
 
 INSTALLED = [name for name in formats.FORMATS if not formats.missing_modules(name)]
 RUNTIMES = ("savedmodel", "onnx", "litert")  # the formats holding the four functions
@@ -48,7 +48,7 @@ def test_mask_matrices_equal_upscale_crop_and_resize(size):
     sizes = image_ops.processing_sizes(model.processor)
     logits = np.random.default_rng(2).normal(size=(2, sizes.grid_size, sizes.grid_size)).astype(np.float32)
     height, width = size
-    from keras_sam.postprocessing import masks_at_image_size
+    from keras_sam.common.postprocessing import masks_at_image_size
     expected = masks_at_image_size(logits, size, model.processor)
     _, _, new_h, new_w = image_ops.image_geometry(tf.zeros((height, width, 3)), sizes.longest_edge)
     got = image_ops.masks_at_image_size(tf.constant(logits), height, width, new_h, new_w, sizes).numpy()

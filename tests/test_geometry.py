@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from keras_sam import processor_for_config, tiny_sam_config
-from keras_sam.geometry import (box_from_mask, box_mask, resized_shape, to_image_coordinates,
-                                to_model_coordinates)
-from keras_sam.postprocessing import masks_at_image_size, postprocess_masks, probabilities_at_image_size
-from keras_sam.preprocessing import pixels_to_image, preprocess_image, preprocess_mask
+from keras_sam.common.geometry import (box_from_mask, box_mask, resized_shape, to_image_coordinates,
+                                       to_model_coordinates)
+from keras_sam.common.postprocessing import masks_at_image_size, postprocess_masks, probabilities_at_image_size
+from keras_sam.common.preprocessing import pixels_to_image, preprocess_image, preprocess_mask
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,12 @@ image's size and aspect ratio; and the check fails when a coordinate transform i
 import numpy as np
 import pytest
 
-import keras_sam.inference
-import keras_sam.postprocessing
+import keras_sam.common.inference
+import keras_sam.common.postprocessing
 from keras_sam import SamSegmenter
-from keras_sam.geometry import box_from_mask, resized_shape, to_model_coordinates
-from keras_sam.inference import segment_image
-from keras_sam.objectives import dice_per_sample
+from keras_sam.common.geometry import box_from_mask, resized_shape, to_model_coordinates
+from keras_sam.common.inference import segment_image
+from keras_sam.common.losses_and_scores import dice_per_sample
 
 SIZES = [(180, 320), (320, 180), (96, 96), (700, 900)]  # landscape, portrait, small, large
 MIN_DICE = 0.8
@@ -93,10 +93,10 @@ def transposed_resize(original_size, processor):
 
 
 @pytest.mark.parametrize("module, name, broken", [
-    (keras_sam.inference, "to_model_coordinates", swapped_xy),
-    (keras_sam.inference, "to_model_coordinates", without_padding),
-    (keras_sam.inference, "to_model_coordinates", half_scale),
-    (keras_sam.postprocessing, "resized_shape", transposed_resize),
+    (keras_sam.common.inference, "to_model_coordinates", swapped_xy),
+    (keras_sam.common.inference, "to_model_coordinates", without_padding),
+    (keras_sam.common.inference, "to_model_coordinates", half_scale),
+    (keras_sam.common.postprocessing, "resized_shape", transposed_resize),
 ], ids=["swap-x-and-y", "drop-the-padding", "wrong-scale", "masks-back-transposed"])
 def test_the_check_fails_when_a_transform_is_broken(model, monkeypatch, module, name, broken):
     monkeypatch.setattr(module, name, broken)

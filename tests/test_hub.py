@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 from conftest import tiny_segmenter
 
-from keras_sam.hub import ModelLoadError, load_tf_sam, require_tf_sam
+from keras_sam.common.hub import ModelLoadError, load_tf_sam, require_tf_sam
 
 
 @pytest.fixture(scope="module")

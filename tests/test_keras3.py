@@ -12,8 +12,8 @@ from transformers import TFSamModel
 from conftest import tiny_segmenter
 from toy import disks
 from keras_sam.app.cli import main
-from keras_sam.hub import load_tf_sam
-from keras_sam.tf_sam_patches import patch_tf_sam
+from keras_sam.common.hub import load_tf_sam
+from keras_sam.tfkeras.tf_sam_patches import patch_tf_sam
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("keras_hub") is None,
                                 reason="the Keras 3 family needs keras-hub (pip install 'keras-sam[keras3]')")

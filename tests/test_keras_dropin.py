@@ -13,9 +13,9 @@ import tf_keras as keras
 from conftest import tiny_segmenter
 from toy import disks
 from keras_sam import DiceBCELoss, DiceLoss, DiceScore, FocalLoss, IoUScore
-from keras_sam.callbacks import MaskOverlayCallback
-from keras_sam.optimizers import FusedAdam
-from keras_sam.overlays import take_samples
+from keras_sam.tfkeras.callbacks import MaskOverlayCallback
+from keras_sam.tfkeras.optimizers import FusedAdam
+from keras_sam.common.overlays import take_samples
 
 HERE = os.path.dirname(__file__)
 ENVIRONMENT = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_sam.losses import DiceBCELoss, DiceLoss, FocalLoss, get_loss
+from keras_sam.tfkeras.losses import DiceBCELoss, DiceLoss, FocalLoss, get_loss
 
 # Hand-made 3x3 masks. Sample 0: truth has 3 pixels, prediction covers 2 of them plus 1 more.
 TRUTH = np.array(

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from keras_sam.metrics import DiceScore, IoUScore
-from keras_sam.objectives import dice_per_sample, iou_per_sample
+from keras_sam.tfkeras.metrics import DiceScore, IoUScore
+from keras_sam.common.losses_and_scores import dice_per_sample, iou_per_sample
 
 TRUTH = np.array([[[1, 1, 1], [0, 0, 0], [0, 0, 0]], [[0, 0, 0], [0, 0, 0], [0, 0, 0]],
                   [[1, 0, 0], [0, 0, 0], [0, 0, 0]]], np.float32)

@@ -1,4 +1,4 @@
-"""The tf-keras SamSegmenter implements keras_sam.model_interface.SegmenterModel (the Keras 3 one
+"""The tf-keras SamSegmenter implements keras_sam.common.model_interface.SegmenterModel (the Keras 3 one
 is checked in tests/keras3/test_model_interface.py), and the modules that take a model use its
 members directly."""
 
@@ -11,8 +11,9 @@ from conftest import tiny_segmenter
 from model_interface_checks import check_segmenter_model
 
 LIBRARY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "keras_sam")
-USERS = ["embeddings.py", "inference.py", "postprocessing.py", "evaluation.py", "callbacks.py", "overlays.py",
-         os.path.join("keras3", "callbacks.py")]
+USERS = [os.path.join("common", name) for name in ("embeddings.py", "inference.py", "postprocessing.py",
+                                                   "evaluation.py", "overlays.py")] + [
+    os.path.join(family, "callbacks.py") for family in ("tfkeras", "keras3")]
 
 
 def test_the_tf_keras_segmenter_implements_the_interface():

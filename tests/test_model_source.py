@@ -10,8 +10,8 @@ import pytest
 from conftest import tiny_segmenter
 
 from keras_sam.app.model_source import load_segmenter, run_folder_of
-from keras_sam.model_files import model_folder
-from keras_sam.hub import ModelLoadError, require_tf_sam
+from keras_sam.common.model_files import model_folder
+from keras_sam.common.hub import ModelLoadError, require_tf_sam
 
 
 @pytest.fixture(scope="module")

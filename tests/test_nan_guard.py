@@ -5,7 +5,7 @@ import tf_keras as keras
 
 from conftest import tiny_segmenter
 from keras_sam import DiceLoss
-from keras_sam.callbacks import NonFiniteLossError, StopOnNonFiniteLoss
+from keras_sam.tfkeras.callbacks import NonFiniteLossError, StopOnNonFiniteLoss
 
 
 def test_a_nan_loss_stops_fit_naming_epoch_and_step_and_keeps_the_last_good_checkpoint(toy_data, tmp_path):

@@ -1,7 +1,7 @@
 import numpy as np
 import tensorflow as tf
 
-from keras_sam.prompts import jitter_boxes, sample_points
+from keras_sam.common.prompts import jitter_boxes, sample_points
 
 
 def test_jitter_stays_within_its_shift_and_the_image_and_depends_on_the_seed():

@@ -10,9 +10,9 @@ from conftest import tiny_segmenter
 from toy import disks
 from keras_sam import DiceLoss, DiceScore, SamSegmenter, best_mask_logits, tiny_sam_config
 from keras_sam.app.speed import precision_policy
-from keras_sam.inference import segment_image
-from keras_sam.losses import FocalLoss
-from keras_sam.tf_sam_patches import patch_tf_sam
+from keras_sam.common.inference import segment_image
+from keras_sam.tfkeras.losses import FocalLoss
+from keras_sam.tfkeras.tf_sam_patches import patch_tf_sam
 
 
 def weights_of(layer):

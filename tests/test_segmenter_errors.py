@@ -8,7 +8,7 @@ import transformers
 
 from conftest import disks, tiny_segmenter
 from keras_sam import SamSegmenter
-from keras_sam.hub import ModelLoadError, load_tf_sam, require_tf_sam
+from keras_sam.common.hub import ModelLoadError, load_tf_sam, require_tf_sam
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import pytest
 from transformers import TFSamModel
 
 from keras_sam import SamSegmenter
-from keras_sam.hub import PRETRAINED_DIRECTORY, shipped_model_path
+from keras_sam.common.hub import PRETRAINED_DIRECTORY, shipped_model_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FOLDER = shipped_model_path("sam-small-shapes")

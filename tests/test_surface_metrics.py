@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from keras_sam.surface_metrics import boundary, check_spacing, hd95, nsd, surface_scores
+from keras_sam.common.surface_metrics import boundary, check_spacing, hd95, nsd, surface_scores
 
 
 def square(shape, top, left, side):

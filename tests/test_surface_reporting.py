@@ -10,7 +10,7 @@ import pytest
 
 from keras_sam.app.cli import main
 from keras_sam.app.report import summary_table
-from keras_sam.evaluation import summarize, surface_unit
+from keras_sam.common.evaluation import summarize, surface_unit
 
 pytest.importorskip("pydicom")
 pytest.importorskip("nibabel")
@@ -66,7 +66,7 @@ def nifti_run(tmp_path_factory):
 
 def test_a_nifti_run_reports_surface_metrics_in_mm(nifti_run):
     from keras_sam.data.readers import load_mask
-    from keras_sam.surface_metrics import surface_scores
+    from keras_sam.common.surface_metrics import surface_scores
 
     _, output = nifti_run
     metrics = json.load(open(os.path.join(output, "metrics.json")))
@@ -78,7 +78,7 @@ def test_a_nifti_run_reports_surface_metrics_in_mm(nifti_run):
         rows = list(csv.DictReader(handle))
     assert rows and {row["surface_unit"] for row in rows} == {"mm"}
     # The box baseline's HD95 recomputed from the CSV's box, in mm with the volume's spacing (0.8, 0.6).
-    from keras_sam.geometry import box_mask
+    from keras_sam.common.geometry import box_mask
 
     row = rows[0]
     truth = load_mask(row["mask"])

@@ -7,13 +7,13 @@ import sys
 
 import pytest
 
-from keras_sam import tf_allocator
+from keras_sam.common import tf_allocator
 from keras_sam.app.speed import SpeedChoice, allocator_choice
-from keras_sam.tf_allocator import ALLOCATOR_VARIABLE, prefer_reusing_allocator
+from keras_sam.common.tf_allocator import ALLOCATOR_VARIABLE, prefer_reusing_allocator
 
 _MEASURE = """
 import resource
-from keras_sam.tf_allocator import allocator_in_use
+from keras_sam.common.tf_allocator import allocator_in_use
 scores = tf.function(lambda x: tf.reduce_sum(tf.matmul(x, x, transpose_b=True)))  # 400 MB freed each call
 x = tf.ones((24, 2048, 64))
 scores(x)
@@ -21,12 +21,12 @@ before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 scores(x)
 print(allocator_in_use(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
-_ASKED_FIRST = ("from keras_sam.tf_allocator import prefer_reusing_allocator\n"
+_ASKED_FIRST = ("from keras_sam.common.tf_allocator import prefer_reusing_allocator\n"
                 "prefer_reusing_allocator()  # as the command line does, before TensorFlow starts\n"
                 "import tensorflow as tf\n" + _MEASURE)
 _TENSORFLOW_FIRST = ("import tensorflow as tf\n"
                      "tf.ones((256, 256))  # TensorFlow's runtime starts here and chooses its allocator\n"
-                     "from keras_sam.tf_allocator import prefer_reusing_allocator\n"
+                     "from keras_sam.common.tf_allocator import prefer_reusing_allocator\n"
                      "prefer_reusing_allocator()\n" + _MEASURE)
 _TENSORFLOW_ALONE = """
 import tensorflow as tf

@@ -71,7 +71,7 @@ def test_the_decoder_rewrites_compute_what_transformers_computes(multimask_outpu
     from transformers import TFSamModel
 
     from keras_sam import tiny_sam_config
-    from keras_sam.tf_sam_patches import gelu_in_float32, patch_tf_sam
+    from keras_sam.tfkeras.tf_sam_patches import gelu_in_float32, patch_tf_sam
 
     keras.utils.set_random_seed(3)
     sam = TFSamModel(tiny_sam_config())
@@ -112,7 +112,7 @@ def test_the_training_step_runs_the_decoders_dense_layers_as_plain_matmuls(toy_d
 def test_a_patched_layer_norm_matches_keras_in_value_and_gradient(axis):
     import tensorflow as tf
 
-    from keras_sam.tf_sam_patches import patch_layer_norm
+    from keras_sam.tfkeras.tf_sam_patches import patch_layer_norm
 
     x = tf.constant(np.random.default_rng(0).normal(2.0, 3.0, size=(2, 5, 16)), tf.float32)
     upstream = tf.constant(np.random.default_rng(1).normal(size=(2, 5, 16)), tf.float32)
@@ -165,8 +165,8 @@ def test_the_image_encoder_rewrites_compute_what_transformers_computes(monkeypat
 
     from transformers.models.sam.modeling_tf_sam import TFSamVisionAttention
 
-    from keras_sam import tf_sam_patches
-    from keras_sam.tf_sam_patches import _attention_with_positions_in_matmul, patch_tf_sam
+    from keras_sam.tfkeras import tf_sam_patches
+    from keras_sam.tfkeras.tf_sam_patches import _attention_with_positions_in_matmul, patch_tf_sam
 
     if scores_per_pass != "default":
         monkeypatch.setattr(tf_sam_patches, "SCORES_PER_PASS", scores_per_pass)
@@ -184,7 +184,7 @@ def test_the_image_encoder_rewrites_compute_what_transformers_computes(monkeypat
 
 
 def test_the_bfloat16_image_encoder_stays_within_bfloat16_rounding_of_float32():
-    from keras_sam.tf_sam_patches import patch_tf_sam
+    from keras_sam.tfkeras.tf_sam_patches import patch_tf_sam
 
     reference = image_embeddings_with_random_positions()
     patched = image_embeddings_with_random_positions("mixed_bfloat16", patch=patch_tf_sam)
@@ -201,7 +201,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 from transformers import TFSamModel
-from keras_sam import tf_sam_patches, tiny_sam_config
+from keras_sam import tiny_sam_config
+from keras_sam.tfkeras import tf_sam_patches
 from keras_sam.app.speed import precision_policy
 
 keras.utils.set_random_seed(0)
@@ -257,7 +258,7 @@ def test_each_speed_rewrite_alone_computes_what_transformers_computes(speed):
     from transformers import TFSamModel
 
     from keras_sam import tiny_sam_config
-    from keras_sam.tf_sam_patches import patch_tf_sam
+    from keras_sam.tfkeras.tf_sam_patches import patch_tf_sam
 
     keras.utils.set_random_seed(3)
     sam = TFSamModel(tiny_sam_config())
@@ -270,7 +271,7 @@ def test_each_speed_rewrite_alone_computes_what_transformers_computes(speed):
 @pytest.mark.parametrize("speed", [(), ("vision_attention",), ("dense_rows",)],
                          ids=lambda speed: speed[0] if speed else "none")
 def test_each_image_encoder_rewrite_alone_computes_what_transformers_computes(speed):
-    from keras_sam.tf_sam_patches import patch_tf_sam
+    from keras_sam.tfkeras.tf_sam_patches import patch_tf_sam
 
     reference = image_embeddings_with_random_positions()
     patched = image_embeddings_with_random_positions(patch=lambda sam: patch_tf_sam(sam, speed=speed))
@@ -282,8 +283,8 @@ def test_without_speed_rewrites_only_the_correctness_fixes_are_applied():
     from transformers.models.sam.modeling_tf_sam import TFSamAttention, TFSamMaskDecoder
 
     from keras_sam import tiny_sam_config
-    from keras_sam.tf_sam_patches import (_float32_attention_call, _rank2_positional_call, gelu_in_float32,
-                                          patch_tf_sam)
+    from keras_sam.tfkeras.tf_sam_patches import (_float32_attention_call, _rank2_positional_call, gelu_in_float32,
+                                                  patch_tf_sam)
 
     sam = patch_tf_sam(TFSamModel(tiny_sam_config()), speed=())
     assert sam.shared_image_embedding.call.__func__ is _rank2_positional_call
@@ -297,7 +298,7 @@ def test_an_unknown_speed_rewrite_is_refused_with_the_choices():
     from transformers import TFSamModel
 
     from keras_sam import tiny_sam_config
-    from keras_sam.tf_sam_patches import patch_tf_sam
+    from keras_sam.tfkeras.tf_sam_patches import patch_tf_sam
 
     with pytest.raises(ValueError, match="unknown speed rewrite.*'fast'.*decoder_layer_norms"):
         patch_tf_sam(TFSamModel(tiny_sam_config()), speed=("fast",))
@@ -306,7 +307,7 @@ def test_an_unknown_speed_rewrite_is_refused_with_the_choices():
 @pytest.mark.parametrize("version, supported", [("4.39.3", False), ("4.40.0", True), ("4.57.6", True),
                                                 ("5.0.0", False)])
 def test_the_transformers_version_is_checked(version, supported):
-    from keras_sam.tf_sam_patches import UnsupportedTransformersError, check_transformers_version
+    from keras_sam.tfkeras.tf_sam_patches import UnsupportedTransformersError, check_transformers_version
 
     if supported:
         check_transformers_version(version)
@@ -320,7 +321,7 @@ def test_patching_checks_the_installed_transformers(monkeypatch):
     from transformers import TFSamModel
 
     from keras_sam import tiny_sam_config
-    from keras_sam.tf_sam_patches import UnsupportedTransformersError, patch_tf_sam
+    from keras_sam.tfkeras.tf_sam_patches import UnsupportedTransformersError, patch_tf_sam
 
     sam = TFSamModel(tiny_sam_config())
     monkeypatch.setattr(transformers, "__version__", "4.30.0")

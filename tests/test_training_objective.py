@@ -1,12 +1,12 @@
-"""The training objective's arithmetic (keras_sam.training_objective) on hand-made masks, in NumPy:
+"""The training objective's arithmetic (keras_sam.common.training_objective) on hand-made masks, in NumPy:
 the values both families' compute_loss are built from."""
 
 import numpy as np
 import pytest
 
-from keras_sam import objectives
-from keras_sam.training_objective import (mean_over_batch, numpy_ops, objective_terms, per_pixel,
-                                          replica_share, trained_masks, true_iou)
+from keras_sam.common import losses_and_scores
+from keras_sam.common.training_objective import (mean_over_batch, numpy_ops, objective_terms, per_pixel,
+                                                 replica_share, trained_masks, true_iou)
 
 # Two 2x2 targets and three candidate masks each, as logits (+5 inside, -5 outside).
 Y = np.array([[[1, 1], [0, 0]], [[0, 0], [0, 1]]], np.float32)
@@ -19,7 +19,7 @@ LOGITS = np.where(MASKS > 0, 5.0, -5.0).astype(np.float32)
 
 def dice_per_sample(y, logits):
     size = y[0].size
-    return objectives.dice_loss_on_logits(numpy_ops, y.reshape(-1, size), logits.reshape(-1, size))
+    return losses_and_scores.dice_loss_on_logits(numpy_ops, y.reshape(-1, size), logits.reshape(-1, size))
 
 
 def test_the_trained_mask_is_each_samples_lowest_loss():
@@ -60,7 +60,7 @@ def test_the_shared_objective_and_model_interface_import_no_keras():
     import subprocess
     import sys
 
-    code = ("import sys, keras_sam.training_objective, keras_sam.model_interface; "
+    code = ("import sys, keras_sam.common.training_objective, keras_sam.common.model_interface; "
             "print([m for m in ('tensorflow', 'tf_keras', 'keras', 'jax', 'torch') if m in sys.modules])")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert run.stdout.strip() == "[]"

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import matplotlib.pyplot as plt
 
-from keras_sam.visualization import (display_box, display_boxes_on_img, display_mask,
-                                     display_masks_on_img, display_points_on_img, figure_to_array,
-                                     render_overlay, tile)
+from keras_sam.common.visualization import (display_box, display_boxes_on_img, display_mask,
+                                            display_masks_on_img, display_points_on_img, figure_to_array,
+                                            render_overlay, tile)
 
 IMAGE = np.full((60, 80, 3), 90, np.uint8)
 MASK = np.zeros((60, 80), bool)

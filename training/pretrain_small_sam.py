@@ -30,11 +30,11 @@ from transformers import (SamConfig, SamMaskDecoderConfig, SamPromptEncoderConfi
                           TFSamModel)
 
 from keras_sam import DiceBCELoss, SamSegmenter, processor_for_config
-from keras_sam.geometry import box_from_mask, box_mask, model_scale, resized_shape, to_model_coordinates
-from keras_sam.inference import segment_image
-from keras_sam.objectives import dice_per_sample
-from keras_sam.preprocessing import preprocess_image, preprocess_mask
-from keras_sam.segmenter import default_optimizer
+from keras_sam.common.geometry import box_from_mask, box_mask, model_scale, resized_shape, to_model_coordinates
+from keras_sam.common.inference import segment_image
+from keras_sam.common.losses_and_scores import dice_per_sample
+from keras_sam.common.preprocessing import preprocess_image, preprocess_mask
+from keras_sam.tfkeras.segmenter import default_optimizer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from shapes import scene, scene_size  # noqa: E402

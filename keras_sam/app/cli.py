@@ -13,16 +13,17 @@ import importlib
 import sys
 
 from keras_sam import __version__
-from keras_sam.adaptation import ADAPT_METHODS, DEFAULT_ADAPT, DEFAULT_LORA_RANK, DEFAULT_LORA_TARGETS, LORA_TARGETS
+from keras_sam.common.adaptation_options import (ADAPT_METHODS, DEFAULT_ADAPT, DEFAULT_LORA_RANK, DEFAULT_LORA_TARGETS,
+                                                 LORA_TARGETS)
 from keras_sam.app.defaults import (DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_JITTER, DEFAULT_PRESET, DEMO,
                                     LOSS_NAMES, MIN_STEPS_TO_PROBE, MODEL_PRESETS)
 from keras_sam.app.errors import UsageError
 from keras_sam.app.export_command import add_export_parser
-from keras_sam.components import COMPONENTS
+from keras_sam.common.training_options import COMPONENTS
 from keras_sam.common.clicks import DEFAULT_MAX_CLICKS, MAX_CLICKS_LIMIT
 from keras_sam.data.prompt_options import DEFAULT_CLICK_ROUNDS, PROMPT_KINDS
 from keras_sam.data.readers import LAYOUTS
-from keras_sam.surface_metrics import DEFAULT_NSD_TOLERANCE, UNITS
+from keras_sam.common.surface_metrics import DEFAULT_NSD_TOLERANCE, UNITS
 
 EXIT_USAGE = 2
 # What each command runs, imported only once the arguments are parsed: those modules load
@@ -276,12 +277,12 @@ def _run(command, args, native_logs_filtered):
     """Loads the command's module (and so TensorFlow, quietly) and runs it.
 
     The command line asks TensorFlow for its CPU allocator that keeps freed memory
-    (`keras_sam.tf_allocator`; `keras-sam finetune` says which one it got); the library leaves
+    (`keras_sam.common.tf_allocator`; `keras-sam finetune` says which one it got); the library leaves
     that choice to the program that imports it.
     """
     from keras_sam.app.early_checks import check_before_loading
     from keras_sam.app.quiet import quiet_tensorflow
-    from keras_sam.tf_allocator import prefer_reusing_allocator
+    from keras_sam.common.tf_allocator import prefer_reusing_allocator
 
     check_before_loading(command, args)
     prefer_reusing_allocator()
@@ -316,7 +317,7 @@ def _status_of(error):
         return EXIT_USAGE
     if isinstance(error, TrainingStopped):
         return 1
-    hub = sys.modules.get("keras_sam.hub")  # loaded by any command that loads a model
+    hub = sys.modules.get("keras_sam.common.hub")  # loaded by any command that loads a model
     return EXIT_USAGE if hub is not None and isinstance(error, hub.ModelLoadError) else None
 
 

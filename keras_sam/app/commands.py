@@ -15,12 +15,12 @@ from keras_sam.app.run_directory import RunDirectory
 from keras_sam.data import (DataError, PromptOptions, apply_manifest, build_dataset, find_records,
                             load_image, read_lesions)
 from keras_sam.common.clicks import DEFAULT_MAX_CLICKS, summarize_clicks
-from keras_sam.evaluation import add_click_columns, evaluate_clicks, evaluate_lesions, summarize
-from keras_sam.hub import load_tf_sam
-from keras_sam.inference import PromptError, check_prompts, segment_image
-from keras_sam.postprocessing import probabilities_at_image_size
-from keras_sam.storage import write_json
-from keras_sam.visualization import render_overlay
+from keras_sam.common.evaluation import add_click_columns, evaluate_clicks, evaluate_lesions, summarize
+from keras_sam.common.hub import load_tf_sam
+from keras_sam.common.inference import PromptError, check_prompts, segment_image
+from keras_sam.common.postprocessing import probabilities_at_image_size
+from keras_sam.common.storage import write_json
+from keras_sam.common.visualization import render_overlay
 
 
 def run_evaluate(args):

@@ -10,7 +10,7 @@ import dataclasses
 
 
 def _tiny_config():
-    from keras_sam.configs import tiny_sam_config
+    from keras_sam.common.configs import tiny_sam_config
 
     return tiny_sam_config()
 
@@ -70,7 +70,7 @@ DEFAULT_EPOCHS = 10
 DEFAULT_JITTER = 20.0
 DEFAULT_BATCH_SIZE = 4
 LOSS_NAMES = ("dice", "dice+bce", "focal")
-"""The names of keras_sam.losses.LOSSES, for the parser."""
+"""The names of keras_sam.tfkeras.losses.LOSSES, for the parser."""
 
 MIN_STEPS_TO_PROBE = 400
 """Runs shorter than this keep XLA off unmeasured: the probe traces the step twice and compiles it

@@ -24,17 +24,17 @@ from keras_sam.app.model_source import load_segmenter
 from keras_sam.app.settings import DEMO, resolve, speed_setting_sources
 from keras_sam.app.speed import (SpeedChoice, allocator_choice, choose_jit_compile, choose_precision,
                                  cpu_supports_bfloat16, precision_policy, step_timer, too_short_to_probe)
-from keras_sam.callbacks import (LearningRateLogger, MaskOverlayCallback, NonFiniteLossError,
-                                 StopOnNonFiniteLoss)
-from keras_sam.common.clicks import summarize_clicks
+from keras_sam.tfkeras.callbacks import (LearningRateLogger, MaskOverlayCallback, NonFiniteLossError,
+                                         StopOnNonFiniteLoss)
 from keras_sam.data import (DataError, PromptOptions, build_dataset, cache_embeddings, find_records,
                             read_lesions, split_lesions, steps_per_epoch, write_busi_phantoms,
                             write_manifest)
-from keras_sam.embeddings import EmbeddingCache
-from keras_sam.evaluation import add_click_columns, evaluate_clicks, evaluate_lesions, summarize
-from keras_sam.losses import get_loss
-from keras_sam.segmenter import default_optimizer
-from keras_sam.storage import atomic_directory, write_json
+from keras_sam.common.embeddings import EmbeddingCache
+from keras_sam.common.clicks import summarize_clicks
+from keras_sam.common.evaluation import add_click_columns, evaluate_clicks, evaluate_lesions, summarize
+from keras_sam.tfkeras.losses import get_loss
+from keras_sam.tfkeras.segmenter import default_optimizer
+from keras_sam.common.storage import atomic_directory, write_json
 
 OVERLAY_SAMPLES = 8
 EVALUATED_SPLITS = ("val", "test")

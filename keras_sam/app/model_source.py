@@ -3,10 +3,10 @@ folder, a .keras file of either model family, or a hub id."""
 
 import os
 
-from keras_sam import model_files
+from keras_sam.common import model_files
 from keras_sam.app.defaults import preset_of
-from keras_sam.hub import require_tf_sam
-from keras_sam.segmenter import SamSegmenter
+from keras_sam.common.hub import require_tf_sam
+from keras_sam.tfkeras.segmenter import SamSegmenter
 
 RUN_SETTINGS = "run.json"
 """The file that marks a `keras-sam finetune` run's folder (keras_sam.app.run_directory)."""
@@ -25,7 +25,7 @@ def run_folder_of(model):
 
 def load_segmenter(model, freeze=("vision_encoder", "prompt_encoder")):
     """A SamSegmenter from a --model value: a preset built with random weights (seed them first
-    with keras.utils.set_random_seed), or anything `keras_sam.model_files.load_segmenter` takes
+    with keras.utils.set_random_seed), or anything `keras_sam.common.model_files.load_segmenter` takes
     (a run's folder, a save_pretrained folder, a .keras file of either family, a hub id).
 
     Raises:

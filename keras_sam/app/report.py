@@ -7,8 +7,8 @@ import numpy as np
 from PIL import Image
 
 from keras_sam.data.readers import load_image, load_mask
-from keras_sam.storage import atomic_file
-from keras_sam.visualization import click_curves_figure, figure_to_array, render_overlay, tile
+from keras_sam.common.storage import atomic_file
+from keras_sam.common.visualization import click_curves_figure, figure_to_array, render_overlay, tile
 
 CSV_COLUMNS = ["image", "mask", "label", "dice", "iou", "predicted_iou", "box_dice", "box_iou", "box", "points",
                "labels", "hd95", "nsd", "box_hd95", "box_nsd", "surface_unit", "nsd_tolerance"]
@@ -31,7 +31,7 @@ def best_and_worst_grid(path, rows, masks, count=4, side=256):
 
     Args:
         path: the PNG to write.
-        rows, masks: what `keras_sam.evaluation.evaluate_lesions` returned.
+        rows, masks: what `keras_sam.common.evaluation.evaluate_lesions` returned.
     """
     if not rows:
         return

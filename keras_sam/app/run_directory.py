@@ -31,7 +31,7 @@ import tf_keras as keras
 from keras_sam.app.errors import UsageError
 from keras_sam.app.settings import RunSettings
 from keras_sam.app.speed import SpeedChoice
-from keras_sam.storage import write_json
+from keras_sam.common.storage import write_json
 
 NEW, RESUME, COMPLETE = "new", "resume", "complete"
 

@@ -8,12 +8,12 @@ preset (or the demo's, in `keras_sam.app.defaults`) supplies it.
 import dataclasses
 import os
 
-from keras_sam.adaptation import DEFAULT_ADAPT, DEFAULT_LORA_RANK, DEFAULT_LORA_TARGETS, check_targets
+from keras_sam.common.adaptation_options import DEFAULT_ADAPT, DEFAULT_LORA_RANK, DEFAULT_LORA_TARGETS, check_targets
 from keras_sam.app.defaults import DEFAULT_EPOCHS, DEFAULT_JITTER, DEMO, preset_of
 from keras_sam.app.errors import UsageError
-from keras_sam.components import COMPONENTS
+from keras_sam.common.training_options import COMPONENTS
+from keras_sam.common.surface_metrics import DEFAULT_NSD_TOLERANCE
 from keras_sam.data.prompt_options import DEFAULT_CLICK_ROUNDS
-from keras_sam.surface_metrics import DEFAULT_NSD_TOLERANCE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,7 +42,7 @@ class RunSettings:
     # Added with the surface metrics; defaults let run.json files written before them load.
     nsd_tolerance: float = DEFAULT_NSD_TOLERANCE  # mm, or px when the data has no spacing
     units: str = "auto"  # surface metrics in: "auto" (mm where known), "mm" or "px"
-    # Added with encoder adaptation (keras_sam.adaptation); defaults as runs before it trained.
+    # Added with encoder adaptation (keras_sam.common.adaptation_options); defaults as runs before it trained.
     adapt: str = DEFAULT_ADAPT  # "decoder", "lora", "adapter" or "full"
     lora_rank: int = DEFAULT_LORA_RANK
     lora_targets: str = ",".join(DEFAULT_LORA_TARGETS)  # comma-separated, as on the command line
@@ -99,7 +99,7 @@ def _freeze_for(args):
 
 
 def _lora_targets(text):
-    """'qkv,mlp' checked against keras_sam.adaptation.LORA_TARGETS; returned as given, normalised."""
+    """'qkv,mlp' checked against keras_sam.common.adaptation_options.LORA_TARGETS; returned as given, normalised."""
     try:
         return ",".join(check_targets(tuple(name for name in text.split(",") if name)))
     except ValueError as error:

@@ -5,7 +5,7 @@ XLA (`jit_compile`) for the mask decoder's training step from cached embeddings 
 unset and is long enough to repay the measuring, a probe times a few steps each way and keeps the
 faster. Lower precision for the whole run (`mixed_bfloat16`) is used only where the CPU has
 bfloat16 instructions. The command line asks for TensorFlow's CPU allocator before TensorFlow
-starts (`keras_sam.tf_allocator`); the run says which it got.
+starts (`keras_sam.common.tf_allocator`); the run says which it got.
 """
 
 import contextlib
@@ -15,10 +15,10 @@ import time
 
 import tf_keras as keras
 
-from keras_sam import tf_allocator
+from keras_sam.common import tf_allocator
 from keras_sam.app.defaults import MIN_STEPS_TO_PROBE
-from keras_sam.segmenter import default_optimizer
-from keras_sam.tf_allocator import ALLOCATOR_VARIABLE
+from keras_sam.tfkeras.segmenter import default_optimizer
+from keras_sam.common.tf_allocator import ALLOCATOR_VARIABLE
 
 PROBE_STEPS = 4
 

@@ -25,7 +25,7 @@ from typing import Any, Callable, NamedTuple, Protocol
 import numpy as np
 from scipy import ndimage
 
-from keras_sam.objectives import dice_per_sample
+from keras_sam.common.losses_and_scores import dice_per_sample
 
 DEFAULT_MAX_CLICKS = 20
 """Clicks simulated per lesion when scoring, as RITM, SimpleClick and SAM report them."""

@@ -17,10 +17,10 @@ import tensorflow as tf
 
 from keras_sam.data.prompt_options import PROMPT_KINDS, PromptOptions  # noqa: F401 (re-exported)
 from keras_sam.data.readers import load_image, load_mask
-from keras_sam.geometry import (grid_size, input_size, model_scale, resized_shape,
-                                to_model_coordinates)
-from keras_sam.preprocessing import preprocess_image, preprocess_mask
-from keras_sam.prompts import jitter_boxes, sample_points
+from keras_sam.common.geometry import (grid_size, input_size, model_scale, resized_shape,
+                                       to_model_coordinates)
+from keras_sam.common.preprocessing import preprocess_image, preprocess_mask
+from keras_sam.common.prompts import jitter_boxes, sample_points
 
 
 class DataGenerator:
@@ -38,7 +38,7 @@ class DataGenerator:
     Args:
         lesions: keras_sam.data.Lesion records.
         processor: the model's SamProcessor (keras_sam.processor_for_config).
-        embeddings: optional keras_sam.embeddings.EmbeddingCache holding every lesion's image
+        embeddings: optional keras_sam.common.embeddings.EmbeddingCache holding every lesion's image
             (see `cache_embeddings`), to read image embeddings instead of preprocessing pixels.
     """
 
@@ -156,7 +156,7 @@ def build_dataset(lesions, processor, *, batch_size=2, prompts=PromptOptions(), 
         training: shuffle and draw new prompts every epoch (seeded); False keeps the lesions'
             order and one fixed set of prompts (for validation and test).
         seed: seeds the shuffle and the prompts.
-        embeddings: optional keras_sam.embeddings.EmbeddingCache holding every lesion's image
+        embeddings: optional keras_sam.common.embeddings.EmbeddingCache holding every lesion's image
             embedding: train from it instead of pixels (see `cache_embeddings`).
         epochs: with `training`, None for one epoch drawn anew each time the dataset is iterated;
             or (first, last) for one stream of epochs first..last-1, to fit with

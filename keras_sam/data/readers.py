@@ -24,8 +24,8 @@ from tqdm.auto import tqdm
 from keras_sam.data.errors import DataError
 from keras_sam.data.volumes import (VOLUME_LAYOUTS, detect_volume_layout, is_volume_file,
                                     load_frame, load_frame_mask, volume_lesions, volume_records)
-from keras_sam.geometry import box_from_mask
-from keras_sam.storage import content_key
+from keras_sam.common.geometry import box_from_mask
+from keras_sam.common.storage import content_key
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 BUSI_CLASSES = ("benign", "malignant", "normal")

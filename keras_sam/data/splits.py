@@ -4,7 +4,7 @@ image (same pixels, whatever its file name) sit in two splits; saved as a manife
 import os
 import random
 
-from keras_sam.storage import write_json
+from keras_sam.common.storage import write_json
 
 SPLITS = ("train", "val", "test")
 

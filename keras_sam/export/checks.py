@@ -2,7 +2,7 @@
 
 A few generated images of different sizes and channel counts, each with boxes (and one with
 points), go through the artefact in its runtime (`segment`; `embed` then `decode`; `embed` then
-`decode_points`) and through `keras_sam.inference.segment_image`. The figures are the Dice between
+`decode_points`) and through `keras_sam.common.inference.segment_image`. The figures are the Dice between
 the two masks of each prompt (the lowest counts) and the largest difference in the scores.
 """
 
@@ -55,7 +55,7 @@ def reference_masks(model, samples):
     Returns:
         A list of {"boxes": (masks (N, H, W) bool, scores (N,)), "points": (masks, scores)}.
     """
-    from keras_sam.inference import segment_image
+    from keras_sam.common.inference import segment_image
 
     references = []
     for image, boxes, points, labels in samples:

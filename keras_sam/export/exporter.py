@@ -14,7 +14,7 @@ import time
 from keras_sam.export import checks, formats
 from keras_sam.export.formats import ExportCheckFailed, ExportError
 from keras_sam.export.graph_names import SIGNATURES
-from keras_sam.storage import atomic_directory, write_json
+from keras_sam.common.storage import atomic_directory, write_json
 
 QUANTIZABLE = ("onnx", "litert")
 NOT_A_SAM = ("{path} is not a SAM model keras-sam can load: give a run's model/ folder, a save_pretrained "
@@ -25,16 +25,16 @@ def load_model(model):
     """A tf-keras SamSegmenter from anything keras-sam loads or writes.
 
     Args:
-        model: a SamSegmenter (returned as is), or what `keras_sam.model_files.load_segmenter`
+        model: a SamSegmenter (returned as is), or what `keras_sam.common.model_files.load_segmenter`
             takes: a run's folder or its `model/`, any `save_pretrained` folder, a shipped model's
             name ("sam-small-shapes"), a `.keras` file of either model family.
 
     Raises:
         ExportError: the path holds no SAM model; the message names it.
     """
-    from keras_sam.hub import ModelLoadError, shipped_model_path
-    from keras_sam.model_files import load_segmenter
-    from keras_sam.segmenter import SamSegmenter
+    from keras_sam.common.hub import ModelLoadError, shipped_model_path
+    from keras_sam.common.model_files import load_segmenter
+    from keras_sam.tfkeras.segmenter import SamSegmenter
 
     if isinstance(model, SamSegmenter):
         return model

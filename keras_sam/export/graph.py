@@ -24,8 +24,8 @@ from transformers.models.sam.modeling_tf_sam import TFSamMLPBlock
 
 from keras_sam.export import image_ops
 from keras_sam.export.graph_names import SIGNATURES
-from keras_sam.hub import require_tf_sam
-from keras_sam.tf_sam_patches import patch_tf_sam
+from keras_sam.common.hub import require_tf_sam
+from keras_sam.tfkeras.tf_sam_patches import patch_tf_sam
 
 
 def erf_gelu(x):

@@ -5,7 +5,7 @@ normalising, upscaling and cropping happen inside them. Each resize here is a pr
 (output, input) weight matrix built from the sizes at run time: matmuls convert to ONNX and to
 LiteRT builtins with dynamic sizes, where TensorFlow's antialiased resize (ScaleAndTranslate) and
 its crops of dynamic size do not. The same arithmetic as keras-sam's Python path, frame by frame
-(`keras_sam.geometry`):
+(`keras_sam.common.geometry`):
 
 - the image is resized like SamImageProcessor does through PIL (bilinear, widened by the
   downscale factor, rounded to whole grey levels after each of the two passes), normalised, and

@@ -35,8 +35,8 @@ def write_transformers(segmenter, folder):
 def reference_inputs(segmenter, samples):
     """The model's own inputs and outputs for each sample's boxes: pixel values, boxes in model
     pixels, and keras-sam's mask logits and IoU scores, as arrays to compare another runtime with."""
-    from keras_sam.geometry import to_model_coordinates
-    from keras_sam.preprocessing import preprocess_image
+    from keras_sam.common.geometry import to_model_coordinates
+    from keras_sam.common.preprocessing import preprocess_image
 
     pixels, boxes, logits, scores = [], [], [], []
     for image, image_boxes, _, _ in samples:
@@ -56,7 +56,7 @@ def round_trip_agreement(segmenter, folder, samples):
     """Max differences of mask logits and scores between `segmenter` and the TFSamModel read back
     from `folder`, on the samples' first boxes; also writes `folder`/../transformers-check.npz,
     what scripts/check_transformers_export.py compares transformers 5's output with."""
-    from keras_sam.segmenter import SamSegmenter
+    from keras_sam.tfkeras.segmenter import SamSegmenter
 
     expected = reference_inputs(segmenter, samples)
     reread = reference_inputs(SamSegmenter.from_pretrained(folder, multimask_output=segmenter.multimask_output),

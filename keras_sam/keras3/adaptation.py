@@ -14,7 +14,7 @@ Saving: the `kernel` property of a LoRA Dense is the merged kernel, so `save_pre
 model predicts the same and can go on training, but A, B and their optimizer state start afresh.
 """
 
-from keras_sam.adaptation import check_rank, check_targets
+from keras_sam.common.adaptation_options import check_rank, check_targets
 
 
 def _blocks(image_encoder):

@@ -2,12 +2,12 @@
 
 import keras
 
-from keras_sam.overlays import OverlayCallbackMixin
+from keras_sam.common.overlays import OverlayCallbackMixin
 
 
 class MaskOverlayCallback(OverlayCallbackMixin, keras.callbacks.Callback):
     """Writes overlays of predicted masks, truth and prompts to TensorBoard every few epochs.
 
-    The same arguments and pictures as `keras_sam.callbacks.MaskOverlayCallback` (tf-keras): see
+    The same arguments and pictures as `keras_sam.tfkeras.callbacks.MaskOverlayCallback` (tf-keras): see
     there.
     """

@@ -19,9 +19,9 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 from transformers import SamConfig
 
-from keras_sam.configs import processor_for_config
-from keras_sam.hub import ModelLoadError, shipped_model_path
-from keras_sam.storage import atomic_directory
+from keras_sam.common.configs import processor_for_config
+from keras_sam.common.hub import ModelLoadError, shipped_model_path
+from keras_sam.common.storage import atomic_directory
 
 # Conv kernels: TensorFlow (kh, kw, in, out), or (kh, kw, out, in) for a transposed conv, against
 # PyTorch (out, in, kh, kw), or (in, out, kh, kw): the same permutation either way.

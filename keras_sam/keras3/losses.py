@@ -1,13 +1,14 @@
 """Segmentation losses on mask logits for Keras 3 (any backend): Dice, Dice + BCE, focal.
 
-The same options, arithmetic (`keras_sam.objectives`, here through `keras.ops`) and per-pixel
-`sample_weight` rule as the tf-keras family's `keras_sam.losses`.
+The same options, arithmetic (`keras_sam.common.losses_and_scores`, here through `keras.ops`) and per-pixel
+`sample_weight` rule as the tf-keras family's `keras_sam.tfkeras.losses`.
 """
 
 import keras
 from keras import ops
 
-from keras_sam import objectives, training_objective
+from keras_sam.common import training_objective
+from keras_sam.common.loss_metric_mixins import DiceBCETerms, DiceTerms, FocalTerms
 
 REDUCTIONS = ("sum_over_batch_size", "sum", "mean", "none", None)
 
@@ -62,6 +63,8 @@ def _reduce(values, weights, reduction):
 class MaskLoss(keras.losses.Loss):
     """A loss computed per sample from mask logits, that also takes per-pixel `sample_weight`."""
 
+    _ops = OPS
+
     def __init__(self, reduction="sum_over_batch_size", name=None, dtype=None):
         if reduction not in REDUCTIONS:
             raise ValueError(f"reduction must be one of {REDUCTIONS}; got {reduction!r}")
@@ -80,56 +83,24 @@ class MaskLoss(keras.losses.Loss):
 
 
 @keras.saving.register_keras_serializable(package="keras_sam")
-class DiceLoss(MaskLoss):
-    """Dice loss on mask logits with MONAI's options (see keras_sam.losses.DiceLoss)."""
+class DiceLoss(DiceTerms, MaskLoss):
+    """Dice loss on mask logits with MONAI's options (see keras_sam.tfkeras.losses.DiceLoss)."""
 
     def __init__(self, sigmoid=True, squared_pred=False, jaccard=False, smooth_nr=1e-5, smooth_dr=1e-5,
                  batch=False, reduction="sum_over_batch_size", name="dice_loss", dtype=None):
         super().__init__(reduction=reduction, name=name, dtype=dtype)
-        objectives.check_dice_options(smooth_nr, smooth_dr)
-        self.sigmoid, self.squared_pred, self.jaccard = sigmoid, squared_pred, jaccard
-        self.smooth_nr, self.smooth_dr, self.batch = smooth_nr, smooth_dr, batch
-
-    def per_sample(self, y_true, logits, pixel_weights=None):
-        return objectives.dice_loss_on_logits(OPS, y_true, logits, pixel_weights, **self._dice_options())
-
-    def _dice_options(self):
-        return {"sigmoid": self.sigmoid, "squared_pred": self.squared_pred, "jaccard": self.jaccard,
-                "smooth_nr": self.smooth_nr, "smooth_dr": self.smooth_dr, "batch": self.batch}
-
-    def get_config(self):
-        return {**super().get_config(), **self._dice_options()}
+        self._set_dice_options(sigmoid, squared_pred, jaccard, smooth_nr, smooth_dr, batch)
 
 
 @keras.saving.register_keras_serializable(package="keras_sam")
-class DiceBCELoss(DiceLoss):
+class DiceBCELoss(DiceBCETerms, DiceLoss):
     """Dice loss plus binary cross-entropy on the logits, each with its weight."""
 
-    def __init__(self, dice_weight=1.0, bce_weight=1.0, name="dice_bce_loss", **kwargs):
-        if kwargs.get("sigmoid") is False:
-            raise ValueError("DiceBCELoss works on logits; sigmoid=False is not supported")
-        super().__init__(name=name, **kwargs)
-        self.dice_weight, self.bce_weight = dice_weight, bce_weight
-
-    def per_sample(self, y_true, logits, pixel_weights=None):
-        return objectives.dice_bce_loss(OPS, y_true, logits, pixel_weights, dice_weight=self.dice_weight,
-                                        bce_weight=self.bce_weight, **self._dice_options())
-
-    def get_config(self):
-        return {**super().get_config(), "dice_weight": self.dice_weight, "bce_weight": self.bce_weight}
-
 
 @keras.saving.register_keras_serializable(package="keras_sam")
-class FocalLoss(MaskLoss):
+class FocalLoss(FocalTerms, MaskLoss):
     """Sigmoid focal loss on mask logits (Lin et al. 2017)."""
 
     def __init__(self, alpha=0.25, gamma=2.0, reduction="sum_over_batch_size", name="focal_loss", dtype=None):
         super().__init__(reduction=reduction, name=name, dtype=dtype)
-        objectives.check_focal_options(alpha, gamma)
-        self.alpha, self.gamma = alpha, gamma
-
-    def per_sample(self, y_true, logits, pixel_weights=None):
-        return objectives.focal_loss(OPS, y_true, logits, pixel_weights, alpha=self.alpha, gamma=self.gamma)
-
-    def get_config(self):
-        return {**super().get_config(), "alpha": self.alpha, "gamma": self.gamma}
+        self._set_focal_options(alpha, gamma)

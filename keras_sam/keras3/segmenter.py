@@ -17,15 +17,15 @@ import keras_hub
 import numpy as np
 from keras import ops
 
-from keras_sam import training_objective
-from keras_sam.adaptation import DEFAULT_LORA_RANK, DEFAULT_LORA_TARGETS, check_method, check_targets
-from keras_sam.components import TrainingOptions, auto
-from keras_sam.configs import processor_for_sizes
+from keras_sam.common import training_objective
+from keras_sam.common.adaptation_options import DEFAULT_LORA_RANK, DEFAULT_LORA_TARGETS, check_method, check_targets
+from keras_sam.common.training_options import TrainingOptions, auto
+from keras_sam.common.configs import processor_for_sizes
 from keras_sam.keras3.adaptation import enable_encoder_lora, keep_only_lora_trainable
 from keras_sam.keras3.convert import assign_weights, read_checkpoint, save_pretrained
 from keras_sam.keras3.losses import OPS, DiceLoss, MaskLoss, per_sample_arrays, replicas
 from keras_sam.keras3.metrics import DiceScore, IoUScore, OnProbabilities
-from keras_sam.metric_routing import on_masks
+from keras_sam.common.metric_inputs import on_masks
 
 IMAGE_INPUTS = ("pixel_values", "image_embeddings")
 PROMPT_INPUTS = ("input_boxes", "input_points", "input_labels", "input_masks")
@@ -98,6 +98,10 @@ class SamSegmenter(TrainingOptions, keras.Model):
         >>> model.compile()  # doctest: +SKIP
         >>> model.fit(dataset, epochs=3)  # doctest: +SKIP
     """
+
+    # The family's side of the shared training objective (TrainingOptions._per_sample_loss).
+    _objective_ops, _keras_module, _mask_loss_class = OPS, keras, MaskLoss
+    _per_sample_arrays = staticmethod(per_sample_arrays)
 
     def __init__(self, image_encoder, prompt_encoder, mask_decoder, *,
                  freeze=("vision_encoder", "prompt_encoder"), multimask_output=False, iou_loss_weight=1.0,
@@ -294,14 +298,14 @@ class SamSegmenter(TrainingOptions, keras.Model):
 
     def segment(self, image, *, boxes=(), points=(), labels=None, best=True):
         """Masks for one image at its own resolution, from prompts in its own pixels: as the
-        tf-keras `SamSegmenter.segment` (`keras_sam.inference.segment_image`)."""
+        tf-keras `SamSegmenter.segment` (`keras_sam.common.inference.segment_image`)."""
         if hasattr(image, "keys"):  # the input dict, as segment took before 0.2
             warnings.warn("SamSegmenter.segment(inputs) with the input dict is deprecated: call the model, "
                           "model(inputs), or segment(image, boxes=..., points=...) for masks at an "
                           "image's resolution", DeprecationWarning, stacklevel=2)
             outputs = self(image, training=False)
             return outputs["mask_logits"], outputs["iou_scores"]
-        from keras_sam.inference import segment_image
+        from keras_sam.common.inference import segment_image
 
         return segment_image(self, image, boxes=boxes, points=points, labels=labels, best=best)
 
@@ -323,7 +327,7 @@ class SamSegmenter(TrainingOptions, keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """The compiled loss on the trained mask (best of M by loss), plus the IoU head's error:
-        `keras_sam.training_objective`'s objective, as in the tf-keras family."""
+        `keras_sam.common.training_objective`'s objective, as in the tf-keras family."""
         y, pixel_weights = self._targets(y), self._pixel_weights(sample_weight)
         terms = training_objective.objective_terms(
             OPS, y, y_pred, pixel_weights, lambda y, logits: self._per_sample_loss(y, logits, pixel_weights),
@@ -339,10 +343,6 @@ class SamSegmenter(TrainingOptions, keras.Model):
         logits = training_objective.highest_scored_masks(OPS, y_pred["mask_logits"], y_pred["iou_scores"])
         return super().compute_metrics(x, self._targets(y)[..., None], logits[..., None],
                                        self._pixel_weights(sample_weight))
-
-    def _per_sample_loss(self, y, logits, pixel_weights):
-        return training_objective.per_sample_loss(OPS, keras, self.loss, y, logits, pixel_weights,
-                                                  per_sample_arrays, MaskLoss)
 
     def _targets(self, y):
         if y is None:

@@ -14,7 +14,7 @@ from transformers import TFSamModel  # noqa: E402
 sys.path.insert(0, sys.argv[1])
 from conftest import disks  # noqa: E402
 from keras_sam import SamSegmenter, tiny_sam_config  # noqa: E402
-from keras_sam.callbacks import LearningRateLogger  # noqa: E402
+from keras_sam.tfkeras.callbacks import LearningRateLogger  # noqa: E402
 
 
 def losses(strategy):

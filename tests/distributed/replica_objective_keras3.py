@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, sys.argv[1])
 from distributed.replica_batch import replica_batch, report  # noqa: E402
-from keras_sam.configs import tiny_sam_config  # noqa: E402
+from keras_sam.common.configs import tiny_sam_config  # noqa: E402
 from keras_sam.keras3 import DiceBCELoss, SamSegmenter  # noqa: E402
 
 x, y, weights = replica_batch()

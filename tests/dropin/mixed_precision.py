@@ -12,8 +12,8 @@ sys.path.insert(0, sys.argv[1])
 from conftest import tiny_segmenter  # noqa: E402
 from toy import disks  # noqa: E402
 from keras_sam import SamSegmenter, tiny_sam_config  # noqa: E402
-from keras_sam.objectives import dice_per_sample  # noqa: E402
-from keras_sam.tf_sam_patches import patch_attention  # noqa: E402
+from keras_sam.common.losses_and_scores import dice_per_sample  # noqa: E402
+from keras_sam.tfkeras.tf_sam_patches import patch_attention  # noqa: E402
 
 policy = sys.argv[2]
 report = {"policy": policy}

@@ -1,9 +1,9 @@
-"""The Keras 3 SamSegmenter implements keras_sam.model_interface.SegmenterModel."""
+"""The Keras 3 SamSegmenter implements keras_sam.common.model_interface.SegmenterModel."""
 
 import keras
 
 from model_interface_checks import check_segmenter_model
-from keras_sam.configs import tiny_sam_config
+from keras_sam.common.configs import tiny_sam_config
 from keras_sam.keras3 import SamSegmenter
 
 

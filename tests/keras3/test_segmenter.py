@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from toy import disks
-from keras_sam.configs import tiny_sam_config
+from keras_sam.common.configs import tiny_sam_config
 from keras_sam.keras3 import DiceLoss, DiceScore, SamSegmenter
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "README.md")
@@ -110,3 +110,16 @@ def test_the_readme_example_runs_to_its_end(tmp_path):
     with contextlib.redirect_stdout(printed):
         runpy.run_path(str(script), run_name="__main__")
     assert printed.getvalue().strip().splitlines()[-1] == "(2, 1, 64, 64)"
+
+
+def test_the_keras3_model_saved_before_the_layout_change_loads_and_predicts_the_same():
+    # tests/fixtures/keras3_model.keras, written on jax by tests/fixtures/make_fixtures.py.
+    fixtures = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fixtures")
+    model = keras.models.load_model(os.path.join(fixtures, "keras3_model.keras"))
+    assert isinstance(model, SamSegmenter) and model.multimask_output
+    with np.load(os.path.join(fixtures, "inputs_and_outputs.npz")) as saved:
+        x = {key[len("input_"):]: saved[key] for key in saved.files if key.startswith("input_")}
+        predicted = model.predict(x, verbose=0)
+        for key in ("mask_logits", "iou_scores"):
+            np.testing.assert_allclose(keras.ops.convert_to_numpy(predicted[key]), saved[f"keras3_{key}"],
+                                       atol=1e-5, rtol=0, err_msg=key)

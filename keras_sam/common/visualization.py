@@ -4,7 +4,7 @@ TensorBoard callback shares.
 The `display_*` functions draw on a given matplotlib Axes (or a new Figure) and return the Figure.
 New figures are made without pyplot, so nothing here touches matplotlib's global state (its
 backend, its list of open figures): save them with `figure.savefig(path)`. Masks are expected at
-the image's own resolution: `keras_sam.postprocessing.postprocess_masks` makes them from the
+the image's own resolution: `keras_sam.common.postprocessing.postprocess_masks` makes them from the
 model's output.
 """
 

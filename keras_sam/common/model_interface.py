@@ -38,7 +38,7 @@ class SegmenterModel(Protocol):
 
     @property
     def freeze(self) -> tuple:
-        """Names of the frozen components, among keras_sam.components.COMPONENTS."""
+        """Names of the frozen components, among keras_sam.common.training_options.COMPONENTS."""
 
     def image_embeddings(self, pixel_values: Any) -> Any:
         """(B, 3, S, S) processor-normalised pixel values -> (B, C, E, E) float32 embeddings."""

@@ -38,7 +38,7 @@ class BottleneckAdapter(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs):
-        rows = tf.reshape(inputs, (-1, self.width))  # 2-D matmuls (see keras_sam.lora)
+        rows = tf.reshape(inputs, (-1, self.width))  # 2-D matmuls (see keras_sam.tfkeras.lora)
         hidden = tf.nn.gelu(tf.nn.bias_add(tf.matmul(rows, self.down_kernel), self.down_bias))
         rows = tf.nn.bias_add(tf.matmul(hidden, self.up_kernel), self.up_bias)
         return tf.reshape(rows, tf.shape(inputs))

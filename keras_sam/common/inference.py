@@ -5,9 +5,9 @@
 
 import numpy as np
 
-from keras_sam.geometry import to_model_coordinates
-from keras_sam.postprocessing import postprocess_masks
-from keras_sam.preprocessing import preprocess_image
+from keras_sam.common.geometry import to_model_coordinates
+from keras_sam.common.postprocessing import postprocess_masks
+from keras_sam.common.preprocessing import preprocess_image
 
 
 class PromptError(ValueError):
@@ -79,7 +79,7 @@ def segment_image(model, image, *, boxes=(), points=(), labels=None, best=True):
             them, 3 with `multimask_output`).
 
     Returns:
-        keras_sam.postprocessing.PostprocessedMasks: masks a list with one (H, W) boolean mask per
+        keras_sam.common.postprocessing.PostprocessedMasks: masks a list with one (H, W) boolean mask per
         row ((M, H, W) with best=False), scores the model's predicted IoU.
 
     Example:

@@ -1,6 +1,6 @@
 """Segmentation losses on mask logits for tf-keras: Dice (as MONAI defines it), Dice + BCE, focal.
 
-The arithmetic is `keras_sam.objectives`'; these classes add the options, serialisation and
+The arithmetic is `keras_sam.common.losses_and_scores`'; these classes add the options, serialisation and
 Keras's reduction (a mean over the batch, so the loss never depends on a global batch size).
 
 `sample_weight` may be per sample, (B,), or per pixel, the targets' shape ((B, H, W) or
@@ -12,7 +12,8 @@ import tensorflow as tf
 import tensorflow.experimental.numpy as tnp
 import tf_keras as keras
 
-from keras_sam import objectives, training_objective
+from keras_sam.common import training_objective
+from keras_sam.common.loss_metric_mixins import DiceBCETerms, DiceTerms, FocalTerms
 
 
 # The objective's ops in this family: TensorFlow's NumPy API, with TensorFlow's stop_gradient and
@@ -43,8 +44,11 @@ def per_sample_arrays(y_true, y_pred, sample_weight=None):
 class MaskLoss(keras.losses.Loss):
     """A loss computed per sample from mask logits, that also takes per-pixel `sample_weight`.
 
-    Subclasses define `per_sample(y_true, logits, pixel_weights)` on (B, N) arrays.
+    Subclasses define `per_sample(y_true, logits, pixel_weights)` on (B, N) arrays (the
+    mixins of `keras_sam.common.loss_metric_mixins`, on this family's `_ops`).
     """
+
+    _ops = OPS
 
     def per_sample(self, y_true, logits, pixel_weights=None):
         raise NotImplementedError
@@ -66,7 +70,7 @@ class MaskLoss(keras.losses.Loss):
 
 
 @keras.saving.register_keras_serializable(package="keras_sam")
-class DiceLoss(MaskLoss):
+class DiceLoss(DiceTerms, MaskLoss):
     """Dice loss on mask logits, with MONAI's options.
 
     Args:
@@ -86,39 +90,14 @@ class DiceLoss(MaskLoss):
         True
     """
 
-    def __init__(
-        self,
-        sigmoid=True,
-        squared_pred=False,
-        jaccard=False,
-        smooth_nr=1e-5,
-        smooth_dr=1e-5,
-        batch=False,
-        reduction=keras.losses.Reduction.AUTO,
-        name="dice_loss",
-    ):
+    def __init__(self, sigmoid=True, squared_pred=False, jaccard=False, smooth_nr=1e-5, smooth_dr=1e-5,
+                 batch=False, reduction=keras.losses.Reduction.AUTO, name="dice_loss"):
         super().__init__(reduction=reduction, name=name)
-        objectives.check_dice_options(smooth_nr, smooth_dr)
-        self.sigmoid = sigmoid
-        self.squared_pred = squared_pred
-        self.jaccard = jaccard
-        self.smooth_nr = smooth_nr
-        self.smooth_dr = smooth_dr
-        self.batch = batch
-
-    def per_sample(self, y_true, logits, pixel_weights=None):
-        return objectives.dice_loss_on_logits(OPS, y_true, logits, pixel_weights, **self._dice_options())
-
-    def _dice_options(self):
-        return {"sigmoid": self.sigmoid, "squared_pred": self.squared_pred, "jaccard": self.jaccard,
-                "smooth_nr": self.smooth_nr, "smooth_dr": self.smooth_dr, "batch": self.batch}
-
-    def get_config(self):
-        return {**super().get_config(), **self._dice_options()}
+        self._set_dice_options(sigmoid, squared_pred, jaccard, smooth_nr, smooth_dr, batch)
 
 
 @keras.saving.register_keras_serializable(package="keras_sam")
-class DiceBCELoss(DiceLoss):
+class DiceBCELoss(DiceBCETerms, DiceLoss):
     """Dice loss plus binary cross-entropy on the logits, each with its weight.
 
     Args:
@@ -127,23 +106,9 @@ class DiceBCELoss(DiceLoss):
         **kwargs: DiceLoss options.
     """
 
-    def __init__(self, dice_weight=1.0, bce_weight=1.0, name="dice_bce_loss", **kwargs):
-        if kwargs.get("sigmoid") is False:
-            raise ValueError("DiceBCELoss works on logits; sigmoid=False is not supported")
-        super().__init__(name=name, **kwargs)
-        self.dice_weight = dice_weight
-        self.bce_weight = bce_weight
-
-    def per_sample(self, y_true, logits, pixel_weights=None):
-        return objectives.dice_bce_loss(OPS, y_true, logits, pixel_weights, dice_weight=self.dice_weight,
-                                        bce_weight=self.bce_weight, **self._dice_options())
-
-    def get_config(self):
-        return {**super().get_config(), "dice_weight": self.dice_weight, "bce_weight": self.bce_weight}
-
 
 @keras.saving.register_keras_serializable(package="keras_sam")
-class FocalLoss(MaskLoss):
+class FocalLoss(FocalTerms, MaskLoss):
     """Sigmoid focal loss on mask logits (Lin et al. 2017), as used to train SAM.
 
     Args:
@@ -153,15 +118,7 @@ class FocalLoss(MaskLoss):
 
     def __init__(self, alpha=0.25, gamma=2.0, reduction=keras.losses.Reduction.AUTO, name="focal_loss"):
         super().__init__(reduction=reduction, name=name)
-        objectives.check_focal_options(alpha, gamma)
-        self.alpha = alpha
-        self.gamma = gamma
-
-    def per_sample(self, y_true, logits, pixel_weights=None):
-        return objectives.focal_loss(OPS, y_true, logits, pixel_weights, alpha=self.alpha, gamma=self.gamma)
-
-    def get_config(self):
-        return {**super().get_config(), "alpha": self.alpha, "gamma": self.gamma}
+        self._set_focal_options(alpha, gamma)
 
 
 LOSSES = {"dice": DiceLoss, "dice+bce": DiceBCELoss, "focal": FocalLoss}

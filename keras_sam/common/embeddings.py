@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from keras_sam.storage import atomic_file, content_key
+from keras_sam.common.storage import atomic_file, content_key
 
 
 def encoder_fingerprint(model):

@@ -1,7 +1,7 @@
 """Shape checks for the tf-keras family's inputs, targets and weights, whatever a data source knows.
 
 A tf.data pipeline, a Python generator, a `keras.utils.Sequence` or `tf.py_function` may leave
-some dimensions (or the whole rank) unknown when `fit` traces its step. `conform` checks what is
+some dimensions (or the whole rank) unknown when `fit` traces its step. `with_checked_shape` checks what is
 known when tracing and raises ValueError at once; what is not known is checked when each batch
 arrives, with the same message (raised as tf.errors.InvalidArgumentError). Nothing correct is
 rejected, and the result always has the static shape the model needs.
@@ -10,7 +10,7 @@ rejected, and the result always has the static shape the model needs.
 import tensorflow as tf
 
 
-def conform(name, tensor, tail, expected, *, set_axis=False, several=None):
+def with_checked_shape(name, tensor, tail, expected, *, set_axis=False, several=None):
     """`tensor` as (B, *tail), or (B, 1, *tail) with `set_axis`, its static shape set.
 
     Args:

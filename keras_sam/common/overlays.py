@@ -9,13 +9,12 @@ import os
 from collections.abc import Mapping
 
 import numpy as np
-import tensorflow as tf
 from PIL import Image
 
-from keras_sam.objectives import dice_per_sample
-from keras_sam.postprocessing import postprocess_masks
-from keras_sam.preprocessing import pixels_to_image
-from keras_sam.visualization import render_overlay, tile
+from keras_sam.common.losses_and_scores import dice_per_sample
+from keras_sam.common.postprocessing import postprocess_masks
+from keras_sam.common.preprocessing import pixels_to_image
+from keras_sam.common.visualization import render_overlay, tile
 
 IMAGE_INPUTS = ("pixel_values", "image_embeddings")
 
@@ -141,6 +140,8 @@ class OverlayWriter:
         self._writer = None
 
     def write(self, overlays, epoch):
+        import tensorflow as tf  # TensorBoard's writer; loaded only when a callback writes
+
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(self.directory)
         with self._writer.as_default():

@@ -10,9 +10,8 @@ through here.
 import collections
 
 import numpy as np
-import tensorflow as tf
 
-from keras_sam.geometry import resized_shape
+from keras_sam.common.geometry import resized_shape
 
 PostprocessedMasks = collections.namedtuple("PostprocessedMasks", ["logits", "scores", "masks"])
 PostprocessedMasks.__doc__ = """What `postprocess_masks` returns (NumPy arrays).
@@ -80,6 +79,8 @@ def probabilities_at_image_size(mask_logits, original_size, processor):
     Returns:
         (M, H, W) float32 numpy array in [0, 1]: the sigmoid of the upscaled logits, padding removed.
     """
+    import tensorflow as tf  # transformers' resizing here runs on TensorFlow tensors
+
     logits = processor.image_processor.post_process_masks(
         tf.convert_to_tensor(mask_logits, tf.float32)[None, None], [tuple(original_size)],
         [resized_shape(original_size, processor)], binarize=False, return_tensors="tf")
@@ -97,6 +98,8 @@ def masks_at_image_size(mask_logits, original_size, processor, threshold=0.0):
     Returns:
         (M, H, W) boolean numpy array.
     """
+    import tensorflow as tf  # transformers' resizing here runs on TensorFlow tensors
+
     logits = tf.convert_to_tensor(mask_logits, tf.float32)[None, None]
     masks = processor.image_processor.post_process_masks(
         logits,

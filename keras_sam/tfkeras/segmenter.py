@@ -10,21 +10,21 @@ import tensorflow.experimental.numpy as tnp
 import tf_keras as keras
 from transformers import SamConfig
 
-from keras_sam import training_objective
-from keras_sam.adaptation import (DEFAULT_ADAPTER_RATIO, DEFAULT_LORA_RANK, DEFAULT_LORA_TARGETS,
-                                  check_method)
+from keras_sam.common import training_objective
 from keras_sam.common.clicks import NO_CLICK, error_clicks
-from keras_sam.components import TrainingOptions, auto
-from keras_sam.configs import mask_grid_of, processor_for_config
-from keras_sam.hub import ModelLoadError, load_tf_sam, require_tf_sam
-from keras_sam.input_contract import assert_binary, conform
-from keras_sam.keras_checks import reject_keras3
-from keras_sam.losses import OPS, DiceLoss, MaskLoss, per_sample_arrays
-from keras_sam.metric_routing import metric_object, on_masks
-from keras_sam.metrics import DiceScore, IoUScore
-from keras_sam.optimizers import FusedAdam
-from keras_sam.storage import atomic_directory
-from keras_sam.tf_sam_patches import patch_tf_sam
+from keras_sam.common.adaptation_options import (DEFAULT_ADAPTER_RATIO, DEFAULT_LORA_RANK, DEFAULT_LORA_TARGETS,
+                                                 check_method)
+from keras_sam.common.training_options import TrainingOptions, auto
+from keras_sam.common.configs import mask_grid_of, processor_for_config
+from keras_sam.common.hub import ModelLoadError, load_tf_sam, require_tf_sam
+from keras_sam.tfkeras.input_checks import assert_binary, with_checked_shape
+from keras_sam.tfkeras.keras3_guard import reject_keras3
+from keras_sam.tfkeras.losses import OPS, DiceLoss, MaskLoss, per_sample_arrays
+from keras_sam.common.metric_inputs import on_masks
+from keras_sam.tfkeras.metrics import DiceScore, IoUScore, OnProbabilities
+from keras_sam.tfkeras.optimizers import FusedAdam
+from keras_sam.common.storage import atomic_directory
+from keras_sam.tfkeras.tf_sam_patches import patch_tf_sam
 
 IMAGE_INPUTS = ("pixel_values", "image_embeddings")
 PROMPT_DTYPES = {"input_boxes": tf.float32, "input_points": tf.float32, "input_labels": tf.int32,
@@ -52,7 +52,7 @@ def best_mask_logits(output):
         output: the model's output dict (or a SegmentationOutput).
 
     Returns:
-        (B, H, W) logits. Outside the graph, `keras_sam.postprocessing.postprocess_masks` also
+        (B, H, W) logits. Outside the graph, `keras_sam.common.postprocessing.postprocess_masks` also
         gives the score and the mask at the image's resolution.
     """
     if not isinstance(output, Mapping):
@@ -78,7 +78,7 @@ class SamSegmenter(TrainingOptions, keras.Model):
     Calling the model (and `predict`) returns a dict: "mask_logits" (B, M, H, W) on the
     low-resolution grid (256x256 for the released models), M = 1, or 3 with `multimask_output`,
     and "iou_scores" (B, M), the model's estimate of each mask's IoU. `fit` trains exactly what
-    `call` returns. `keras_sam.postprocessing.postprocess_masks` turns it into the best mask per
+    `call` returns. `keras_sam.common.postprocessing.postprocess_masks` turns it into the best mask per
     row, at the image's resolution if asked. Targets for fit/evaluate are binary masks on that
     grid, (B, H, W) or (B, 1, H, W).
 
@@ -100,6 +100,10 @@ class SamSegmenter(TrainingOptions, keras.Model):
         >>> model.compile()  # Adam(1e-5), Dice loss, Dice and IoU metrics
         >>> model.fit(dataset, epochs=3)  # doctest: +SKIP
     """
+
+    # The family's side of the shared training objective (TrainingOptions._per_sample_loss).
+    _objective_ops, _keras_module, _mask_loss_class = OPS, keras, MaskLoss
+    _per_sample_arrays = staticmethod(per_sample_arrays)
 
     def __init__(
         self,
@@ -124,7 +128,7 @@ class SamSegmenter(TrainingOptions, keras.Model):
         self._class_weights = None
         self.freeze = freeze
         self._iou_loss_tracker = keras.metrics.Mean(name="iou_head_loss")
-        self.adaptation = None  # keras_sam.encoder_adaptation.EncoderAdaptation, once adapt() adds one
+        self.adaptation = None  # keras_sam.tfkeras.adaptation.EncoderAdaptation, once adapt() adds one
         self.built = True
 
     # ----------------------------------------------------------------- loading and saving
@@ -139,7 +143,7 @@ class SamSegmenter(TrainingOptions, keras.Model):
             **kwargs: passed on to `TFSamModel.from_pretrained`.
 
         Raises:
-            keras_sam.hub.ModelLoadError: not found, or the hub could not be reached.
+            keras_sam.common.hub.ModelLoadError: not found, or the hub could not be reached.
         """
         sam = load_tf_sam(name_or_path, **kwargs)
         return cls(sam, freeze=freeze, multimask_output=multimask_output,
@@ -185,8 +189,8 @@ class SamSegmenter(TrainingOptions, keras.Model):
     def recompute_encoder(self):
         """Gradient checkpointing: the encoder's blocks run again in the backward pass rather than
         keep their activations (less memory when the encoder learns, one more encoder forward pass;
-        the same gradients). See keras_sam.recompute. Returns the model."""
-        from keras_sam.recompute import recompute_blocks
+        the same gradients). See keras_sam.tfkeras.recompute. Returns the model."""
+        from keras_sam.tfkeras.recompute import recompute_blocks
 
         if not getattr(self, "_recomputes_encoder", False):
             recompute_blocks(self.sam)
@@ -202,11 +206,11 @@ class SamSegmenter(TrainingOptions, keras.Model):
         Args:
             method: "decoder" (the encoder frozen, as by default), "lora" (low-rank updates of
                 the encoder's linear layers; the encoder's own weights stay frozen), "adapter"
-                (Medical SAM Adapter's bottleneck MLPs in every block, see keras_sam.adapters)
+                (Medical SAM Adapter's bottleneck MLPs in every block, see keras_sam.tfkeras.adapters)
                 or "full" (every encoder weight trains).
             rank, targets, alpha: LoRA's rank, the layers it updates in each block ("qkv", the
                 attention's fused projection, as SAMed; "proj"; "mlp", both MLP layers) and its
-                scale alpha / rank (alpha None: scale 1). See keras_sam.lora.
+                scale alpha / rank (alpha None: scale 1). See keras_sam.tfkeras.lora.
             ratio: the adapters' bottleneck width as a share of the encoder's width.
 
         LoRA and adapters start at zero: the model's output is unchanged until it trains. Only
@@ -221,7 +225,7 @@ class SamSegmenter(TrainingOptions, keras.Model):
         Example:
             >>> model = SamSegmenter(TFSamModel(tiny_sam_config())).adapt("lora", rank=4, targets=("qkv",))
         """
-        from keras_sam.encoder_adaptation import PARAMETER_EFFICIENT, EncoderAdaptation
+        from keras_sam.tfkeras.adaptation import PARAMETER_EFFICIENT, EncoderAdaptation
 
         check_method(method)
         frozen = tuple(name for name in self.freeze if name != "vision_encoder")
@@ -273,11 +277,11 @@ class SamSegmenter(TrainingOptions, keras.Model):
         for key, dtype in PROMPT_DTYPES.items():
             if inputs.get(key) is not None:
                 tail, expected = self._input_shapes[key]
-                args[key] = conform(key, tf.cast(inputs[key], dtype), tail, expected, set_axis=True,
-                                    several=SEVERAL_PROMPT_SETS.replace("{name}", key))
+                args[key] = with_checked_shape(key, tf.cast(inputs[key], dtype), tail, expected, set_axis=True,
+                                               several=SEVERAL_PROMPT_SETS.replace("{name}", key))
         key = images[0]
         tail, expected = self._input_shapes[key]
-        args[key] = conform(key, tf.cast(inputs[key], self.compute_dtype), tail, expected)
+        args[key] = with_checked_shape(key, tf.cast(inputs[key], self.compute_dtype), tail, expected)
         return args
 
     @property
@@ -324,7 +328,7 @@ class SamSegmenter(TrainingOptions, keras.Model):
     def segment(self, image, *, boxes=(), points=(), labels=None, best=True):
         """Masks for one image at its own resolution, from prompts in its own pixels.
 
-        `keras_sam.inference.segment_image(self, image, ...)`: the image is embedded once, then
+        `keras_sam.common.inference.segment_image(self, image, ...)`: the image is embedded once, then
         one mask is predicted per box (or one for the points alone).
 
         Args:
@@ -334,7 +338,7 @@ class SamSegmenter(TrainingOptions, keras.Model):
             best: only the mask with the highest predicted IoU per prompt.
 
         Returns:
-            keras_sam.postprocessing.PostprocessedMasks(logits, scores, masks).
+            keras_sam.common.postprocessing.PostprocessedMasks(logits, scores, masks).
 
         Example:
             >>> result = model.segment(image, boxes=[[40, 30, 200, 160]])  # doctest: +SKIP
@@ -345,7 +349,7 @@ class SamSegmenter(TrainingOptions, keras.Model):
                           "model(inputs), or segment(image, boxes=..., points=...) for masks at an "
                           "image's resolution", DeprecationWarning, stacklevel=2)
             return SegmentationOutput(**self(image, training=False))
-        from keras_sam.inference import segment_image
+        from keras_sam.common.inference import segment_image
 
         return segment_image(self, image, boxes=boxes, points=points, labels=labels, best=best)
 
@@ -468,7 +472,7 @@ class SamSegmenter(TrainingOptions, keras.Model):
         """`keras.Model.fit`; `class_weight={0: background, 1: lesion}` weights the pixels of each
         class (per-pixel weights, combined with any `sample_weight`). Nothing is added to
         `callbacks`: for the learning rate in the epoch logs, pass
-        `keras_sam.callbacks.LearningRateLogger()` first among them."""
+        `keras_sam.tfkeras.callbacks.LearningRateLogger()` first among them."""
         reject_keras3("SamSegmenter.fit", callbacks=kwargs.get("callbacks") or [])
         table = None if class_weight is None else _class_weight_table(class_weight)
         if table != self._class_weights:
@@ -649,7 +653,7 @@ class SamSegmenter(TrainingOptions, keras.Model):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None):
         """The compiled loss on the trained mask, plus the IoU head's mean-squared error.
 
-        The objective is `keras_sam.training_objective`'s: with several masks per prompt the
+        The objective is `keras_sam.common.training_objective`'s: with several masks per prompt the
         trained mask is, per sample, the one with the lowest loss (pixel weights included); the
         IoU head learns each mask's true IoU, each sample counting by its mean weight.
         """
@@ -672,19 +676,15 @@ class SamSegmenter(TrainingOptions, keras.Model):
         pixel_weights = self._pixel_weights(sample_weight)
         return super().compute_metrics(x, targets, best_mask_logits(y_pred)[..., None], pixel_weights)
 
-    def _per_sample_loss(self, y, logits, pixel_weights):
-        return training_objective.per_sample_loss(OPS, keras, self.loss, y, logits, pixel_weights,
-                                                  per_sample_arrays, MaskLoss)
-
     def _targets(self, y):
         """Checks targets are binary masks on the logits grid; returns them as (B, H, W) float32."""
         if y is None:
             raise ValueError("fit/evaluate need targets: binary masks on the logits grid")
         grid = self.mask_grid
-        y = conform("targets", tf.cast(tf.convert_to_tensor(y), tf.float32), (grid, grid),
-                    f"(B, {grid}, {grid}) or (B, 1, {grid}, {grid}) on the model's logits grid "
-                    "(resize and pad them like the image: SamProcessor's segmentation_maps does)",
-                    set_axis=True)
+        y = with_checked_shape("targets", tf.cast(tf.convert_to_tensor(y), tf.float32), (grid, grid),
+                               f"(B, {grid}, {grid}) or (B, 1, {grid}, {grid}) on the model's logits grid "
+                               "(resize and pad them like the image: SamProcessor's segmentation_maps does)",
+                               set_axis=True)
         return assert_binary(y[:, 0])
 
     def _pixel_weights(self, sample_weight):
@@ -698,9 +698,9 @@ class SamSegmenter(TrainingOptions, keras.Model):
                              f"{grid}, {grid}) or (B, 1, {grid}, {grid}) per pixel")
         if weights.shape.rank <= 1 or (weights.shape.rank == 2 and weights.shape[1] == 1):
             return training_objective.per_pixel(OPS, weights, grid)
-        weights = conform("sample_weight", weights, (grid, grid),
-                          f"(B,) per sample, or (B, {grid}, {grid}) or (B, 1, {grid}, {grid}) per pixel",
-                          set_axis=True)
+        weights = with_checked_shape("sample_weight", weights, (grid, grid),
+                                     f"(B,) per sample, or (B, {grid}, {grid}) or (B, 1, {grid}, {grid}) per pixel",
+                                     set_axis=True)
         return weights[:, 0]
 
     def _with_class_weights(self, y, sample_weight):
@@ -714,7 +714,7 @@ def load_model_file(path):
     """The SamSegmenter saved with `model.save(path)` (a .keras file or a SavedModel folder).
 
     Raises:
-        keras_sam.hub.ModelLoadError: `path` holds another kind of model, or cannot be read.
+        keras_sam.common.hub.ModelLoadError: `path` holds another kind of model, or cannot be read.
     """
     try:
         model = keras.models.load_model(path)
@@ -739,41 +739,3 @@ def _class_weight_table(class_weight):
         raise ValueError(f"class_weight holds classes {unknown}; masks have classes 0 (background) and 1 "
                          "(the object)")
     return tuple(float(class_weight.get(label, 1.0)) for label in (0, 1))
-
-
-@keras.saving.register_keras_serializable(package="keras_sam")
-class OnProbabilities(keras.metrics.Metric):
-    """Feeds a Keras metric probabilities: the sigmoid of SamSegmenter's mask logits.
-
-    `SamSegmenter.compile` wraps every metric not made with `from_logits=True` in one; the
-    metric keeps its name in the logs.
-
-    Args:
-        metric: a metric, its name ("accuracy", "binary_iou", ...) or a metric function.
-    """
-
-    def __init__(self, metric, name=None, dtype=None):
-        metric = metric_object(metric, keras)
-        super().__init__(name=name or metric.name, dtype=dtype or metric.dtype)
-        self._set_metric(metric)
-
-    @tf.__internal__.tracking.no_automatic_dependency_tracking
-    def _set_metric(self, metric):
-        # Not tracked: Keras would list it among the model's metrics beside this one.
-        self.metric = metric
-
-    def update_state(self, y_true, y_pred, sample_weight=None):
-        return self.metric.update_state(y_true, tf.sigmoid(y_pred), sample_weight=sample_weight)
-
-    def result(self):
-        return self.metric.result()
-
-    def reset_state(self):
-        self.metric.reset_state()
-
-    def get_config(self):
-        return {"metric": keras.metrics.serialize(self.metric), "name": self.name, "dtype": self.dtype}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**{**config, "metric": keras.metrics.deserialize(config["metric"])})

@@ -1,7 +1,7 @@
 """Images and masks to SAM's inputs and back, through transformers' SamProcessor.
 
-Coordinates (boxes and points) are `keras_sam.geometry`'s business; masks predicted by a model go
-back to an image through `keras_sam.postprocessing`.
+Coordinates (boxes and points) are `keras_sam.common.geometry`'s business; masks predicted by a model go
+back to an image through `keras_sam.common.postprocessing`.
 """
 
 import numpy as np

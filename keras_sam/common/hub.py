@@ -5,11 +5,10 @@ import socket
 import urllib.parse
 
 import h5py
-import tensorflow as tf
 import transformers
 
 _TRANSFORMERS_HINT = "pip install 'transformers>=4.40,<5'"
-PRETRAINED_DIRECTORY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained")
+PRETRAINED_DIRECTORY = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pretrained")
 HUB_CONNECT_TIMEOUT = 5.0
 """Seconds to wait for the hub before saying it cannot be reached."""
 SHIPPED_MODELS = ("sam-small-shapes",)
@@ -134,6 +133,7 @@ def _built_from_checkpoint(tf_sam_model, folder):
     checkpoint that lacks a weight, holds one more or another shape is left to transformers,
     which initialises what is missing and warns.
     """
+    import tensorflow as tf  # here, not above: the Keras 3 family uses this module without TensorFlow
     from transformers import SamConfig
 
     with h5py.File(os.path.join(folder, "tf_model.h5"), "r") as checkpoint:

@@ -7,8 +7,7 @@ import os
 import tempfile
 import zipfile
 
-from keras_sam.hub import ModelLoadError
-from keras_sam.segmenter import SamSegmenter, load_model_file
+from keras_sam.common.hub import ModelLoadError
 
 
 def model_folder(path):
@@ -33,6 +32,8 @@ def load_segmenter(source, freeze=("vision_encoder", "prompt_encoder")):
     Raises:
         ModelLoadError: the model cannot be found or read; the message names it.
     """
+    from keras_sam.tfkeras.segmenter import SamSegmenter  # here: keras_sam.common imports no Keras
+
     source = os.fspath(source)
     if not source.endswith(".keras"):
         return SamSegmenter.from_pretrained(model_folder(source), freeze=freeze)
@@ -42,6 +43,8 @@ def load_segmenter(source, freeze=("vision_encoder", "prompt_encoder")):
 
 
 def _from_keras_file(path):
+    from keras_sam.tfkeras.segmenter import SamSegmenter, load_model_file
+
     if not os.path.isfile(path):
         raise ModelLoadError(f"{path} does not exist")
     try:

@@ -1,7 +1,7 @@
 """Parameter-efficient adaptation of a tf-keras SamSegmenter's image encoder: LoRA or adapters.
 
-`EncoderAdaptation` holds the new weights (one `keras_sam.lora.LoraDense` per updated layer, or
-two `keras_sam.adapters.BottleneckAdapter` per block) and installs them into a TFSamModel's
+`EncoderAdaptation` holds the new weights (one `keras_sam.tfkeras.lora.LoraDense` per updated layer, or
+two `keras_sam.tfkeras.adapters.BottleneckAdapter` per block) and installs them into a TFSamModel's
 vision encoder. The segmenter owns it beside its TFSamModel, so the encoder can stay frozen and
 bit-identical while these weights train. Call `SamSegmenter.adapt(...)` rather than this module.
 """
@@ -9,10 +9,10 @@ bit-identical while these weights train. Call `SamSegmenter.adapt(...)` rather t
 import tensorflow as tf
 import tf_keras as keras
 
-from keras_sam.adaptation import (DEFAULT_ADAPTER_RATIO, DEFAULT_LORA_RANK, DEFAULT_LORA_TARGETS, check_rank,
-                                  check_targets)
-from keras_sam.adapters import MLP_ADAPTER_SCALE, BottleneckAdapter, attach_after_attention
-from keras_sam.lora import LoraDense, attach_update, check_linear, merged_kernels
+from keras_sam.common.adaptation_options import (DEFAULT_ADAPTER_RATIO, DEFAULT_LORA_RANK, DEFAULT_LORA_TARGETS,
+                                                 check_rank, check_targets)
+from keras_sam.tfkeras.adapters import MLP_ADAPTER_SCALE, BottleneckAdapter, attach_after_attention
+from keras_sam.tfkeras.lora import LoraDense, attach_update, check_linear, merged_kernels
 
 PARAMETER_EFFICIENT = ("lora", "adapter")
 
@@ -29,7 +29,7 @@ class EncoderAdaptation(keras.layers.Layer):
     Args:
         method: "lora" or "adapter".
         rank: LoRA's rank (method "lora").
-        targets: LoRA's targets in every block, among keras_sam.adaptation.LORA_TARGETS.
+        targets: LoRA's targets in every block, among keras_sam.common.adaptation_options.LORA_TARGETS.
         alpha: LoRA's scale is alpha / rank; None for alpha = rank.
         ratio: an adapter's bottleneck width as a share of the encoder's width (method "adapter").
 
@@ -92,7 +92,7 @@ class EncoderAdaptation(keras.layers.Layer):
         return self.method == "lora"
 
     def merged(self):
-        """A context in which the encoder's kernels hold the LoRA updates (keras_sam.lora.merged_kernels)."""
+        """A context in which the encoder's kernels hold the LoRA updates (keras_sam.tfkeras.lora.merged_kernels)."""
         if not self.mergeable:
             raise ValueError("adapters cannot be merged into SAM's weights: they add layers an ordinary "
                              "SAM does not have; save with model.save('model.keras') instead")

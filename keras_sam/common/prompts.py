@@ -2,7 +2,7 @@
 
 TensorFlow functions with explicit stateless seeds, for use inside a tf.data pipeline after its
 cache (tf.data feeds every Keras backend). A lesion's exact box comes from
-`keras_sam.geometry.box_from_mask`.
+`keras_sam.common.geometry.box_from_mask`.
 """
 
 import tensorflow as tf

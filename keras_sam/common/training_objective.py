@@ -24,7 +24,7 @@ from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-from keras_sam import objectives
+from keras_sam.common import losses_and_scores as objectives
 
 
 class ObjectiveOps(Protocol):

@@ -10,7 +10,7 @@ The update is a layer of its own (`LoraDense`), owned by the segmenter, not by t
 updates: freezing the image encoder (`vision_encoder.trainable = False`) then leaves the update
 trainable, so the optimizer holds state for A and B only and every encoder weight stays
 bit-identical. `attach_update(dense, update)` makes the Dense layer add the update to its output,
-whatever calls it (TFSamModel's code or keras_sam.tf_sam_patches' faster rewrites).
+whatever calls it (TFSamModel's code or keras_sam.tfkeras.tf_sam_patches' faster rewrites).
 """
 
 import contextlib
@@ -57,7 +57,7 @@ class LoraDense(keras.layers.Layer):
 
     def call(self, inputs):
         # On (N, C) rows: a rank-4 tensor times a broadcast rank-2 one is the matmul that TensorFlow
-        # 2.19-2.21 with oneDNN can corrupt (keras_sam.tf_sam_patches, fix 1).
+        # 2.19-2.21 with oneDNN can corrupt (keras_sam.tfkeras.tf_sam_patches, fix 1).
         rows = tf.reshape(inputs, (-1, self.input_dim))
         update = tf.matmul(tf.matmul(rows, self.lora_a), self.lora_b) * tf.cast(self.scale, rows.dtype)
         return tf.reshape(update, tf.concat([tf.shape(inputs)[:-1], [self.units]], axis=0))
@@ -74,7 +74,7 @@ class LoraDense(keras.layers.Layer):
 def attach_update(layer, update, scale=1.0):
     """Makes `layer` return its own output plus `scale * update(inputs)`.
 
-    Only the instance's `call` changes (as keras_sam.tf_sam_patches does), and `update` is not
+    Only the instance's `call` changes (as keras_sam.tfkeras.tf_sam_patches does), and `update` is not
     tracked by `layer`: its weights stay with whoever owns it, trainable while `layer` is frozen.
     """
     own_call = layer.call

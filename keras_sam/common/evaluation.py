@@ -1,7 +1,7 @@
 """Scores at each image's own resolution: per-lesion Dice, IoU, HD95 and NSD of a model and of its
 prompt box.
 
-HD95 and NSD (keras_sam.surface_metrics) are in mm when every lesion scored has a pixel spacing
+HD95 and NSD (keras_sam.common.surface_metrics) are in mm when every lesion scored has a pixel spacing
 (DICOM, NIfTI) and in pixels otherwise, so that one run's numbers share one unit; the unit is in
 each row and summary.
 
@@ -10,15 +10,14 @@ these are the numbers to report. Results are joined to lesions by their id, neve
 """
 
 import numpy as np
-import tensorflow as tf
 from tqdm.auto import tqdm
 
 from keras_sam.common.clicks import DEFAULT_MAX_CLICKS, lesion_click_columns, simulate_clicks
 from keras_sam.data.readers import load_mask
-from keras_sam.geometry import box_mask, to_image_coordinates, to_model_coordinates
-from keras_sam.objectives import dice_per_sample, iou_per_sample
-from keras_sam.postprocessing import postprocess_masks
-from keras_sam.surface_metrics import DEFAULT_NSD_TOLERANCE, UNITS, surface_scores
+from keras_sam.common.geometry import box_mask, to_image_coordinates, to_model_coordinates
+from keras_sam.common.losses_and_scores import dice_per_sample, iou_per_sample
+from keras_sam.common.postprocessing import postprocess_masks
+from keras_sam.common.surface_metrics import DEFAULT_NSD_TOLERANCE, UNITS, surface_scores
 
 SURFACE_METRICS = ("hd95", "nsd")
 
@@ -199,6 +198,8 @@ def _traced_call(model):
     """`model(inputs)` as a graph traced once per set of input names, for any batch size and number
     of points: eager, every click would pay Python for each op of the decoder, and a tf.function
     left to find the shapes itself retraces as the clicks grow."""
+    import tensorflow as tf
+
     functions = {}
 
     def call(inputs):

@@ -1,6 +1,8 @@
 """SAM's components, which of them train, and the training options both model families share
 (no Keras here)."""
 
+from keras_sam.common import training_objective
+
 COMPONENTS = ("vision_encoder", "prompt_encoder", "mask_decoder", "iou_head")
 
 
@@ -38,7 +40,8 @@ class TrainingOptions:
     drops the traced steps so the next call re-traces. `freeze` sets each component's `trainable`
     and compiles again with the same arguments where the model was compiled, since Keras trains
     what was trainable at compile(). The model provides `_component(name)` and
-    `_compile_arguments` (None until compiled).
+    `_compile_arguments` (None until compiled), and for the training objective its family's
+    `_objective_ops`, `_keras_module`, `_per_sample_arrays` and `_mask_loss_class`.
     """
 
     @property
@@ -77,6 +80,11 @@ class TrainingOptions:
         """The options above (and the model's name) as `get_config` entries."""
         return {"freeze": list(self.freeze), "multimask_output": self.multimask_output,
                 "iou_loss_weight": self.iou_loss_weight, "name": self.name}
+
+    def _per_sample_loss(self, y, logits, pixel_weights):
+        """The compiled loss of each sample (B,), through the shared training objective."""
+        return training_objective.per_sample_loss(self._objective_ops, self._keras_module, self.loss, y, logits,
+                                                  pixel_weights, self._per_sample_arrays, self._mask_loss_class)
 
     def _trained_iou_loss_weight(self):
         """The IoU head's loss weight, 0 while the IoU head is frozen (it then gets no loss)."""
