@@ -69,6 +69,17 @@ def measure(family):
         after = family.decoder_weights(model)
         for weight, value in before.items():
             results[f"gradient/{name}/{weight}"] = value - after[weight]  # SGD at rate 1: the gradient
+    # No prompt at all (SAM's empty prompt, what --prompt none trains): outputs and one SGD step.
+    unprompted = {"pixel_values": x["pixel_values"]}
+    model = family.load(False)
+    outputs = model.predict(unprompted, batch_size=8, verbose=0)
+    for key in ("mask_logits", "iou_scores"):
+        results[f"no_prompt/{key}"] = np.asarray(outputs[key])
+    model.compile(optimizer=family.sgd(1.0), loss=family.losses["dice"]())
+    before = family.decoder_weights(model)
+    model.fit(unprompted, y, batch_size=8, epochs=1, shuffle=False, verbose=0)
+    for weight, value in family.decoder_weights(model).items():
+        results[f"no_prompt/gradient/{weight}"] = before[weight] - value
     # A short fit: two steps of SGD on the multimask model with per-pixel weights.
     model = family.load(True)
     model.compile(optimizer=family.sgd(0.05), loss=family.losses["dice+bce"]())

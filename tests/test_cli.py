@@ -83,6 +83,21 @@ def test_evaluate_and_predict_on_the_saved_model(run, phantom_dir, tmp_path, cap
     assert len(json.load(open(prediction / "predictions.json"))) == 2
 
 
+def test_evaluate_scores_simulated_corrective_clicks(run, phantom_dir, tmp_path):
+    output, _ = run
+    evaluation = tmp_path / "eval-clicks"
+    assert main(["evaluate", "--model", os.path.join(output, "model"), "--data", phantom_dir,
+                 "--output", str(evaluation), "--clicks", "3"]) == 0
+    metrics = json.load(open(evaluation / "metrics.json"))
+    clicks = metrics["model"]["clicks"]
+    assert len(clicks["dice_at"]) == 3 and 1 <= clicks["noc85"] <= clicks["noc90"] <= 3
+    with open(evaluation / "lesions.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert np.mean([float(row["dice_at_1"]) for row in rows]) == pytest.approx(clicks["dice_at"][0], abs=1e-6)
+    assert np.mean([int(row["noc90"]) for row in rows]) == pytest.approx(clicks["noc90"])
+    assert (evaluation / "clicks.png").exists()
+
+
 def error_of(argv, capsys):
     with pytest.raises(SystemExit) as raised:
         main(argv)
@@ -160,6 +175,10 @@ BAD_INPUTS = [
     (["finetune", "--data", "{copy}", "--layout", "images-labels", "--model", "tiny", "--output", "{out}"],
      None, "images does not exist: this layout needs images/ and labels/"),
     (["evaluate", "--data", "{empty}", "--model", "tiny", "--output", "{out}"], None, "no known layout"),
+    (["finetune", "--demo", "--prompt", "clicks", "--click-rounds", "0", "--output", "{out}"], None,
+     "--click-rounds must be at least 1 .*the default is"),
+    (["evaluate", "--data", "{data}", "--model", "tiny", "--clicks", "51", "--output", "{out}"], None,
+     "--clicks must be between 0 .* and 50"),
 ]
 
 

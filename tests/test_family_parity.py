@@ -138,6 +138,18 @@ def test_the_same_decoder_gradients(measured, backend, case):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_the_same_outputs_and_gradients_without_a_prompt(measured, backend):
+    reference, other = _pair(measured, backend)
+    for key in ("mask_logits", "iou_scores"):
+        np.testing.assert_allclose(other[f"no_prompt/{key}"], reference[f"no_prompt/{key}"], atol=OUTPUT_TOLERANCE)
+    gradients = [name for name in reference if name.startswith("no_prompt/gradient/")]
+    scale = max(np.abs(reference[name]).max() for name in gradients)
+    assert scale > 0
+    for name in gradients:
+        np.testing.assert_allclose(other[name], reference[name], atol=GRADIENT_TOLERANCE * scale, err_msg=name)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_the_same_fit(measured, backend):
     reference, other = _pair(measured, backend)
     np.testing.assert_allclose(other["fit/loss"], reference["fit/loss"], rtol=LOSS_TOLERANCE)

@@ -104,9 +104,10 @@ def test_fit_trains_on_the_dataset_with_validation(setup):
 
 @pytest.mark.parametrize(
     "make, message",
-    [(lambda: PromptOptions("mask"), "prompt kind must be one of box, points, box\\+points; got 'mask'"),
+    [(lambda: PromptOptions("mask"), "prompt kind must be one of box, points, box\\+points, clicks, none; got 'mask'"),
      (lambda: PromptOptions(jitter=-1), "jitter must be >= 0 pixels; got -1"),
      (lambda: PromptOptions(num_negative=-2), "num_negative=-2"),
+     (lambda: PromptOptions("clicks", click_rounds=0), "click_rounds must be at least 1 .*; got 0"),
      (lambda: build_dataset([], None), "no lesions"),
      ]
 )

@@ -30,7 +30,6 @@ PIXELS = np.zeros((2, 3, 256, 256), np.float32)
 @pytest.mark.parametrize(
     "inputs, error, message",
     [
-        ({"pixel_values": PIXELS}, ValueError, "no prompt"),
         ({"pixel_values": PIXELS, "input_box": BOX}, ValueError, "unknown input key.*'input_box'"),
         ({"input_boxes": BOX}, ValueError, "exactly one of pixel_values and image_embeddings"),
         ({"pixel_values": PIXELS, "image_embeddings": np.zeros((2, 32, 16, 16), np.float32),
@@ -48,7 +47,7 @@ PIXELS = np.zeros((2, 3, 256, 256), np.float32)
          "input_labels given without input_points"),
         ({"pixel_values": PIXELS, "input_masks": np.zeros((2, 32, 32), np.float32)}, ValueError,
          r"64x64 logits grid; got \(2, 32, 32\)"),
-        ({"pixel_values": PIXELS[:, :, :128]}, ValueError, "no prompt"),
+        ({"pixel_values": PIXELS[:, :, :128]}, ValueError, r"pixel_values must have shape \(B, 3, 256, 256\)"),
         ([PIXELS, BOX], TypeError, "must be a dict"),
     ],
 )

@@ -59,6 +59,8 @@ def test_render_overlay_marks_mask_truth_box_and_points():
     assert np.any(out[30, 40] != IMAGE[30, 40])  # inside the predicted mask: tinted
     assert tuple(out[22, 40]) == (255, 215, 0)  # the truth outline
     assert tuple(out[16, 40]) == (0, 255, 0)  # the box's top edge (below the text)
-    assert tuple(out[55, 5]) == (230, 30, 30)  # a negative point
+    assert tuple(out[53, 5]) == (230, 30, 30)  # a negative point: a red disc with a minus
+    assert tuple(out[55, 5]) == (255, 255, 255)
+    assert tuple(out[28, 45]) == (255, 255, 255)  # a positive point's plus (its vertical bar)
     assert np.all(out[46:54, 20:28] == IMAGE[46:54, 20:28])  # untouched elsewhere
     assert tile([out, out, out], columns=2).shape == (120, 160, 3)

@@ -20,7 +20,8 @@ from keras_sam.app.defaults import (DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_
 from keras_sam.app.errors import UsageError
 from keras_sam.app.export_command import add_export_parser
 from keras_sam.common.training_options import COMPONENTS
-from keras_sam.data.prompt_options import PROMPT_KINDS
+from keras_sam.common.clicks import DEFAULT_MAX_CLICKS, MAX_CLICKS_LIMIT
+from keras_sam.data.prompt_options import DEFAULT_CLICK_ROUNDS, PROMPT_KINDS
 from keras_sam.data.readers import LAYOUTS
 from keras_sam.common.surface_metrics import DEFAULT_NSD_TOLERANCE, UNITS
 
@@ -160,7 +161,8 @@ def build_parser():
                           + ")")
     finetune.add_argument("--freeze", default=None,
                           help=f"comma-separated components to keep fixed, among {', '.join(COMPONENTS)} "
-                               "(default: vision_encoder,prompt_encoder; prompt_encoder with --adapt full)")
+                               "(default: vision_encoder,prompt_encoder; prompt_encoder with --adapt full; with "
+                               "--prompt clicks the prompt encoder learns, for the mask fed back)")
     finetune.add_argument("--adapt", default=DEFAULT_ADAPT, choices=list(ADAPT_METHODS),
                           help="how the image encoder learns: decoder (frozen, its embeddings cached), "
                                "lora (low-rank updates of its layers, SAMed's design), adapter (Medical SAM "
@@ -178,7 +180,19 @@ def build_parser():
                                "memory, a slower step; gradient checkpointing)")
     finetune.add_argument("--prompt", default="box", choices=PROMPT_KINDS,
                           help="what prompts the model during training and scoring: a jittered box "
-                               "around the lesion, points inside and outside it, or both")
+                               "around the lesion, points inside and outside it, or both; clicks: one "
+                               "click inside the lesion then corrective clicks on the model's errors "
+                               "(scored by Dice after 1..20 simulated clicks and NoC@85/90); none: SAM's "
+                               "empty prompt (the sample is the image, the target all its lesions)")
+    finetune.add_argument("--click-rounds", default=DEFAULT_CLICK_ROUNDS,
+                          type=_number("--click-rounds", "whole number", lambda value: value >= 1,
+                                       "at least 1 (each sample takes 1 to that many corrective clicks; "
+                                       f"the default is {DEFAULT_CLICK_ROUNDS})"),
+                          help="with --prompt clicks, the most corrective rounds a training sample gets "
+                               "(each draws 1 to this many anew each epoch); default %(default)s")
+    finetune.add_argument("--include-normal", action="store_true",
+                          help="with --prompt none: also train and score on the images without a lesion "
+                               "(BUSI's normal/ class), whose target is empty")
     finetune.add_argument("--val-split", type=_fraction("--val-split"), default=0.15,
                           help="share of the lesions kept to choose the best epoch")
     finetune.add_argument("--test-split", type=_fraction("--test-split"), default=0.15,
@@ -220,7 +234,18 @@ def build_parser():
     evaluate.add_argument("--all-lesions", action="store_true",
                           help="score every lesion in --data, even those the model was trained on")
     evaluate.add_argument("--prompt", default=None, choices=PROMPT_KINDS,
-                          help="what prompts the model (default: the run's --prompt; else box)")
+                          help="what prompts the model (default: the run's --prompt; else box); none scores "
+                               "each image's lesions together, with no prompt")
+    evaluate.add_argument("--include-normal", action="store_true", default=None,
+                          help="with --prompt none: also score the images without a lesion (the share the "
+                               "model leaves empty; default: as the run did)")
+    evaluate.add_argument("--clicks", default=None,
+                          type=_number("--clicks", "whole number", lambda value: 0 <= value <= MAX_CLICKS_LIMIT,
+                                       f"between 0 (no click scoring) and {MAX_CLICKS_LIMIT}; the protocol "
+                                       f"scores {DEFAULT_MAX_CLICKS}"),
+                          help="simulate K corrective clicks per lesion and score Dice after each and "
+                               f"NoC@85/90 (default: {DEFAULT_MAX_CLICKS} for a model trained with --prompt "
+                               "clicks, else 0: none)")
     evaluate.add_argument("--batch-size", type=_positive_int("--batch-size"), default=DEFAULT_BATCH_SIZE,
                           help="lesions per model call")
     evaluate.add_argument("--seed", type=int, default=None,
@@ -231,7 +256,7 @@ def build_parser():
                           help="warn about and leave out unreadable or inconsistent files")
     _surface_options(evaluate)
 
-    predict = command("predict", "segment images from boxes and/or points")
+    predict = command("predict", "segment images from boxes, clicks and a previous mask, or no prompt")
     _add_model(predict, "model to segment with")
     predict.add_argument("--image", action="append", required=True, metavar="IMAGE",
                          help="an image file, a folder of images or a glob pattern (quote it); repeat "
@@ -242,7 +267,14 @@ def build_parser():
     predict.add_argument("--box", action="append", type=parse_box, default=[],
                          help="x0,y0,x1,y1 in image pixels; repeat for several objects")
     predict.add_argument("--point", action="append", type=parse_point, default=[],
-                         help="x,y[,label] in image pixels; with boxes, added to each box's prompt")
+                         help="x,y[,label] in image pixels, a click: label 1 (positive, inside the object; "
+                              "default) or 0 (negative, outside); with boxes, added to each box's prompt")
+    predict.add_argument("--mask-input", metavar="PNG",
+                         help="a previous mask to refine (binary, the image's size; e.g. a mask_1.png this "
+                              "command wrote), fed to SAM with the clicks and boxes given")
+    predict.add_argument("--no-prompt", action="store_true",
+                         help="segment with no box, point or mask: for a model fine-tuned with --prompt none "
+                              "(any other is warned about)")
     predict.add_argument("--multimask", action="store_true",
                          help="also write SAM's 3 candidate masks per prompt, with their predicted IoU, and "
                               "each mask's probabilities as a grey PNG")

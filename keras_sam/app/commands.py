@@ -7,14 +7,16 @@ import numpy as np
 from PIL import Image
 
 from keras_sam.app.errors import UsageError
-from keras_sam.app.report import best_and_worst_grid, write_lesion_csv
+from keras_sam.app.report import best_and_worst_grid, click_curves_plot, write_lesion_csv
 from keras_sam.app.defaults import DEFAULT_JITTER
 from keras_sam.app.early_checks import image_paths
 from keras_sam.app.model_source import load_segmenter, run_folder_of
 from keras_sam.app.run_directory import RunDirectory
 from keras_sam.data import (DataError, PromptOptions, apply_manifest, build_dataset, find_records,
-                            load_image, read_lesions)
-from keras_sam.common.evaluation import evaluate_lesions, summarize
+                            image_samples, load_image, load_mask, normal_samples, read_lesions)
+from keras_sam.common.clicks import DEFAULT_MAX_CLICKS, summarize_clicks
+from keras_sam.common.evaluation import (add_click_columns, evaluate_clicks, evaluate_lesions, lesion_rows,
+                                         summarize, summarize_no_prompt)
 from keras_sam.common.hub import load_tf_sam
 from keras_sam.common.inference import PromptError, check_prompts, segment_image
 from keras_sam.common.postprocessing import probabilities_at_image_size
@@ -55,15 +57,37 @@ def run_evaluate(args):
     seed = args.seed if args.seed is not None else (run.seed if run else 0)
     jitter = args.jitter if args.jitter is not None else (run.jitter if run else DEFAULT_JITTER)
     prompt = args.prompt or (run.prompt if run else "box")
+    include_normal = args.include_normal if args.include_normal is not None else bool(
+        run and run.include_normal and prompt == "none")
+    if prompt == "none":  # the samples are images, each target all its lesions
+        lesions = _image_samples(lesions, lesion_set, include_normal, args.data,
+                                 manifest_path if splits and not args.all_lesions else None)
+    elif include_normal:
+        raise UsageError(f"--include-normal scores images without a lesion, which have no {prompt} prompt: "
+                         "use it with --prompt none")
+    clicks = args.clicks if args.clicks is not None else (DEFAULT_MAX_CLICKS if prompt == "clicks" else 0)
+    if clicks and prompt == "none":
+        raise UsageError(f"--clicks {clicks} scores each lesion by simulated clicks, --prompt none each image with "
+                         "none: give one of them")
+    # A clicks model's per-lesion scores are with its box; its clicks are scored by the simulated user.
+    scored = PromptOptions("box" if prompt == "clicks" else prompt, jitter=jitter)
     dataset = build_dataset(lesions, model.processor, batch_size=args.batch_size, training=False,
-                            seed=seed, prompts=PromptOptions(prompt, jitter=jitter), with_ids=True)
+                            seed=seed, prompts=scored, with_ids=True)
     rows, masks = evaluate_lesions(model, lesions, dataset, model.processor,
                                    nsd_tolerance=args.nsd_tolerance, units=args.units)
     os.makedirs(args.output, exist_ok=True)
-    metrics = {"model": summarize(rows)}
-    if PromptOptions(prompt).boxes:
+    metrics = {"model": summarize(lesion_rows(rows))}
+    if prompt == "none":
+        metrics["model"]["no_prompt"] = summarize_no_prompt(rows)
+    if clicks:
+        curves = evaluate_clicks(model, lesions, dataset, model.processor, clicks)
+        add_click_columns(rows, curves)
+        metrics["model"]["clicks"] = summarize_clicks(list(curves.values()))
+        click_curves_plot(os.path.join(args.output, "clicks.png"), {"model": metrics["model"]["clicks"]["dice_at"]})
+    if scored.boxes:
         metrics["box_baseline"] = summarize(rows, prefix="box_")
-    metrics["prompts"] = {"kind": prompt, "jitter": jitter, "seed": seed}
+    metrics["prompts"] = {"kind": prompt, "jitter": jitter, "seed": seed, **({"clicks": clicks} if clicks else {}),
+                          **({"include_normal": True} if include_normal else {})}
     metrics["counts"] = {**scored_counts(lesions), "scored": "all lesions" if not splits or args.all_lesions
                          else "test split", "skipped_files": lesion_set.counts()["skipped_files"]}
     write_json(os.path.join(args.output, "metrics.json"), metrics)
@@ -75,10 +99,31 @@ def run_evaluate(args):
     surface = (f", HD95 {model_scores['hd95_median']:.2f} {model_scores['surface_unit']} (median), NSD "
                f"{model_scores['nsd']:.3f} at {model_scores['nsd_tolerance']:g} {model_scores['surface_unit']}"
                if "hd95_median" in model_scores else "")
-    print(f"{len(rows)} lesions, {prompt} prompts: Dice {model_scores['dice']:.3f}, "
-          f"IoU {model_scores['iou']:.3f}{surface}{baseline}")
-    print(f"Results in {args.output}: metrics.json, lesions.csv, best_worst.png")
+    normal = (f"; images without a lesion left empty: {model_scores['no_prompt']['normal_correct']:.3f} of "
+              f"{model_scores['no_prompt']['normal_images']}" if "normal_correct" in model_scores.get("no_prompt", {})
+              else "")
+    print(f"{len(rows)} {'images, no prompt' if prompt == 'none' else f'lesions, {scored.kind} prompts'}: Dice "
+          f"{model_scores['dice']:.3f}, IoU {model_scores['iou']:.3f}{surface}{baseline}{normal}")
+    if clicks:
+        scores = metrics["model"]["clicks"]
+        at = ", ".join(f"{k} {scores['dice_at'][k - 1]:.3f}" for k in (1, 3, 5, 10, 20) if k <= clicks)
+        print(f"Simulated clicks: Dice after {at} clicks; NoC@85 {scores['noc85']:.2f}, NoC@90 "
+              f"{scores['noc90']:.2f} (at most {clicks})")
+    print(f"Results in {args.output}: metrics.json, lesions.csv, best_worst.png"
+          + (", clicks.png" if clicks else ""))
     return 0
+
+
+def _image_samples(lesions, lesion_set, include_normal, data, manifest_path):
+    """The lesions to score as no-prompt samples, one per image; with `include_normal` the normal
+    images beside them (those of the manifest's test split, when one is given)."""
+    samples = image_samples(lesions)
+    if include_normal:
+        normal = normal_samples(lesion_set, data)
+        if manifest_path:
+            normal = _read_manifest(manifest_path, normal, data)["test"]
+        samples += normal
+    return samples
 
 
 def _read_manifest(path, lesions, data):
@@ -102,14 +147,16 @@ def scored_counts(lesions):
 
 def run_predict(args):
     """Masks at each image's own resolution for each prompt, from one image embedding an image."""
-    if not args.box and not args.point:
-        raise UsageError("predict needs at least one --box x0,y0,x1,y1 or --point x,y[,label]")
     paths = image_paths(args.image)
     images = []
+    previous = load_mask(args.mask_input) if args.mask_input else None
     for path in paths:  # every prompt checked on every image before anything is written
         image = load_image(path)
         try:
             check_prompts(image.shape[:2], args.box, [p[:2] for p in args.point], [p[2] for p in args.point])
+            if previous is not None and previous.shape != image.shape[:2]:
+                raise PromptError(f"--mask-input {args.mask_input} is {previous.shape[1]}x{previous.shape[0]} but "
+                                  f"the image is {image.shape[1]}x{image.shape[0]}")
         except PromptError as error:
             if len(paths) == 1:
                 raise UsageError(f"--box/--point on {path}: {error}") from error
@@ -148,7 +195,9 @@ def _output_names(paths):
 def _predict_one(model, path, image, folder, args):
     points = [point[:2] for point in args.point]
     labels = [point[2] for point in args.point]
-    result = segment_image(model, image, boxes=args.box, points=points, labels=labels, best=not args.multimask)
+    previous = load_mask(args.mask_input, image.shape[:2]) if args.mask_input else None
+    result = segment_image(model, image, boxes=args.box, points=points, labels=labels, mask_input=previous,
+                           best=not args.multimask)
     os.makedirs(folder, exist_ok=True)
     overlay = image
     predictions = []
@@ -156,7 +205,7 @@ def _predict_one(model, path, image, folder, args):
         masks, scores = (masks, scores) if args.multimask else (masks[None], np.atleast_1d(scores))
         best = int(np.argmax(scores))
         prompt = {"box": args.box[row] if args.box else None, "points": points or None,
-                  "labels": labels or None}
+                  "labels": labels or None, "mask_input": args.mask_input}
         prediction = {"image": path, "mask": f"mask_{row + 1}.png", **prompt,
                       "predicted_iou": float(scores[best]), "area_pixels": int(masks[best].sum())}
         _save_mask(masks[best], os.path.join(folder, prediction["mask"]))
@@ -171,7 +220,7 @@ def _predict_one(model, path, image, folder, args):
                 prediction["candidates"].append({"mask": f"{stem}.png", "probability": f"{stem}_probability.png",
                                                  "predicted_iou": float(score), "area_pixels": int(mask.sum())})
         overlay = render_overlay(overlay, predicted=masks[best], box=prompt["box"], points=points or None,
-                                 labels=labels or None)
+                                 labels=labels or None, previous=previous)
         predictions.append(prediction)
     Image.fromarray(overlay).save(os.path.join(folder, "overlay.png"))
     write_json(os.path.join(folder, "predictions.json"), predictions)

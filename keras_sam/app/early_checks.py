@@ -23,8 +23,14 @@ def check_before_loading(command, args):
     if command in ("evaluate", "predict", "export") or (command == "finetune" and args.model):
         check_model_value(args.model)
     if command == "predict":
-        if not args.box and not args.point:
-            raise UsageError("predict needs at least one --box x0,y0,x1,y1 or --point x,y[,label]")
+        prompted = args.box or args.point or args.mask_input
+        if not prompted and not args.no_prompt:
+            raise UsageError("predict needs at least one --box x0,y0,x1,y1, --point x,y[,label] or --mask-input "
+                             "PNG, or --no-prompt for a model fine-tuned with --prompt none")
+        if prompted and args.no_prompt:
+            raise UsageError("--no-prompt segments with no box, point or mask: drop it, or drop the prompts")
+        if args.mask_input and not os.path.isfile(args.mask_input):
+            raise UsageError(f"--mask-input {args.mask_input} is not a file: give a mask PNG of the image's size")
         image_paths(args.image)
 
 

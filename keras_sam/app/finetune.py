@@ -17,7 +17,8 @@ import tensorflow as tf
 import tf_keras as keras
 
 from keras_sam.app.errors import TrainingStopped, UsageError
-from keras_sam.app.report import best_and_worst_grid, summary_table, write_lesion_csv
+from keras_sam.app.report import (best_and_worst_grid, click_curves_plot, click_curves_to_tensorboard,
+                                  summary_table, write_lesion_csv)
 from keras_sam.app.run_directory import COMPLETE, NEW, RunDirectory
 from keras_sam.app.model_source import load_segmenter
 from keras_sam.app.settings import DEMO, resolve, speed_setting_sources
@@ -25,11 +26,13 @@ from keras_sam.app.speed import (SpeedChoice, allocator_choice, choose_jit_compi
                                  cpu_supports_bfloat16, precision_policy, step_timer, too_short_to_probe)
 from keras_sam.tfkeras.callbacks import (LearningRateLogger, MaskOverlayCallback, NonFiniteLossError,
                                          StopOnNonFiniteLoss)
-from keras_sam.data import (DataError, PromptOptions, build_dataset, cache_embeddings, find_records,
-                            read_lesions, split_lesions, steps_per_epoch, write_busi_phantoms,
-                            write_manifest)
+from keras_sam.common.clicks import summarize_clicks
+from keras_sam.data import (DataError, Lesion, PromptOptions, build_dataset, cache_embeddings,
+                            find_records, image_samples, normal_samples, read_lesions, split_lesions,
+                            steps_per_epoch, write_busi_phantoms, write_manifest)
 from keras_sam.common.embeddings import EmbeddingCache
-from keras_sam.common.evaluation import evaluate_lesions, summarize
+from keras_sam.common.evaluation import (add_click_columns, evaluate_clicks, evaluate_lesions, lesion_rows,
+                                         summarize, summarize_no_prompt)
 from keras_sam.tfkeras.losses import get_loss
 from keras_sam.tfkeras.segmenter import default_optimizer
 from keras_sam.common.storage import atomic_directory, write_json
@@ -143,8 +146,7 @@ def _plan(settings, run, state, reasons):
                                   require_spacing=settings.units == "mm")
         if not lesion_set.lesions:
             raise DataError(f"{data} has no lesions to train on (every mask is empty)")
-        splits, warnings = split_lesions(lesion_set.lesions, settings.val_split, settings.test_split,
-                                         settings.seed)
+        splits, warnings = _split(settings, lesion_set, data)
     except BaseException:
         if created:
             shutil.rmtree(run.path, ignore_errors=True)
@@ -152,6 +154,22 @@ def _plan(settings, run, state, reasons):
     for warning in warnings:
         print(f"note: {warning}")
     return Plan(model, lesion_set, splits, warnings, data, precision, reasons)
+
+
+def _split(settings, lesion_set, data):
+    """The train/val/test split of the lesions; with --prompt none, of images (each image's lesions
+    one sample, keras_sam.data.image_samples), with --include-normal the normal images too.
+
+    Images without a lesion are a class of their own in the split, which is made class by class:
+    the lesion images land where they land without them.
+    """
+    normal = normal_samples(lesion_set, data) if settings.include_normal else []
+    splits, warnings = split_lesions(lesion_set.lesions + normal, settings.val_split, settings.test_split,
+                                     settings.seed)
+    if _prompts(settings).none:
+        splits = {name: image_samples([s for s in samples if isinstance(s, Lesion)])
+                  + [s for s in samples if not isinstance(s, Lesion)] for name, samples in splits.items()}
+    return splits, warnings
 
 
 def _cache_embeddings(settings, run, plan):
@@ -171,28 +189,48 @@ def _cache_embeddings(settings, run, plan):
     if xla is not None:
         _record_xla_choice(run, xla)
         meanwhile = functools.partial(_compile, settings, plan, cache, xla.value, trace=True)
-    cache_embeddings(plan.lesion_set.lesions, processor, cache, meanwhile=meanwhile)
+    samples = [sample for split in plan.splits.values() for sample in split]  # normal images too
+    cache_embeddings(samples, processor, cache, meanwhile=meanwhile)
     return cache, meanwhile is not None
 
 
 def _prompts(settings):
-    return PromptOptions(settings.prompt, jitter=settings.jitter)
+    return PromptOptions(settings.prompt, jitter=settings.jitter, click_rounds=settings.click_rounds)
+
+
+def _scored_prompts(settings):
+    """The prompts the per-lesion scores use: the run's, but a box for a clicks run (its clicks are
+    scored apart, by the simulated user of `evaluate_clicks`)."""
+    if settings.prompt == "clicks":
+        return PromptOptions("box", jitter=settings.jitter)
+    return _prompts(settings)
 
 
 def _evaluation_datasets(settings, plan, cache):
-    """The val and test splits with the run's kind of prompts, fixed, and lesion ids, for scoring."""
+    """The val and test splits with the run's kind of prompts (a box for a clicks run), fixed, and
+    lesion ids, for scoring."""
     return {name: build_dataset(plan.splits[name], plan.model.processor, batch_size=settings.batch_size,
-                                prompts=_prompts(settings), training=False, seed=settings.seed,
+                                prompts=_scored_prompts(settings), training=False, seed=settings.seed,
                                 embeddings=cache, with_ids=True)
             for name in EVALUATED_SPLITS if plan.splits[name]}
 
 
 def _scores(plan, name, dataset, when, settings):
-    """Summaries of the model and of the prompt box on one split, with its lesions' rows and masks."""
+    """Summaries of the model and of the prompt box on one split, with its lesions' rows and masks.
+
+    A clicks run's test split also gets the simulated clicks' scores ("clicks" in the summary,
+    per-lesion columns in the rows)."""
     rows, masks = evaluate_lesions(plan.model, plan.splits[name], dataset, plan.model.processor,
                                    description=f"Scoring {name} {when}",
                                    nsd_tolerance=settings.nsd_tolerance, units=settings.units)
-    scores = {"finetuned": summarize(rows)}
+    scores = {"finetuned": summarize(lesion_rows(rows))}
+    if _prompts(settings).none:  # per image, images without a lesion counted apart
+        scores["finetuned"]["no_prompt"] = summarize_no_prompt(rows)
+    if settings.prompt == "clicks" and name == "test":
+        curves = evaluate_clicks(plan.model, plan.splits[name], dataset, plan.model.processor,
+                                 description=f"Clicking {name} {when}")
+        add_click_columns(rows, curves)
+        scores["finetuned"]["clicks"] = summarize_clicks(list(curves.values()))
     if rows and "box_dice" in rows[0]:  # box prompts: the box itself, filled, as a baseline
         scores["box_baseline"] = summarize(rows, prefix="box_")
     return scores, rows, masks
@@ -213,6 +251,7 @@ def _fit(settings, run, plan, cache, compiled):
     train = _training_stream(settings, plan, cache, first_epoch=initial_epoch)
     validation = build_dataset(splits["val"], model.processor, embeddings=cache, training=False,
                                **_dataset_options(settings))
+    # A clicks run's overlays show the simulated user's clicks and the mask they refine (overlays.py).
     overlay_samples = build_dataset(splits["val"][:OVERLAY_SAMPLES], model.processor, training=False,
                                     **_dataset_options(settings))
     callbacks = [
@@ -309,6 +348,7 @@ def _finish(settings, run, plan, evaluation, before):
     model = plan.model
     if os.path.exists(run.best_weights + ".index"):
         model.load_weights(run.best_weights)
+    model.trained_prompt = settings.prompt  # saved with the model: inference knows what it learnt
     saved = _save(model, settings, run)
     metrics = {}
     for name, dataset in evaluation.items():
@@ -319,12 +359,20 @@ def _finish(settings, run, plan, evaluation, before):
         if name == "test":
             write_lesion_csv(run.lesion_csv, rows)
             best_and_worst_grid(run.grid, rows, masks)
+            if "clicks" in after["finetuned"]:
+                curves = {"before": before[name]["finetuned"]["clicks"]["dice_at"],
+                          "fine-tuned": after["finetuned"]["clicks"]["dice_at"]}
+                click_curves_plot(os.path.join(run.path, "clicks.png"), curves)
+                click_curves_to_tensorboard(run.logs, curves)
     kept = run.best_epoch()
     if kept:
         metrics["kept_epoch"] = kept[0]
     counts = plan.lesion_set.counts()
     counts["splits"] = {name: len(lesions) for name, lesions in plan.splits.items()}
-    metrics["prompts"] = {"kind": settings.prompt, "jitter": settings.jitter, "seed": settings.seed}
+    metrics["prompts"] = {"kind": settings.prompt, "jitter": settings.jitter, "seed": settings.seed,
+                          **({"include_normal": True} if settings.include_normal else {})}
+    if settings.prompt == "clicks":
+        metrics["prompts"]["click_rounds"] = settings.click_rounds
     metrics["counts"] = counts
     write_json(run.metrics, metrics)
 
@@ -332,7 +380,8 @@ def _finish(settings, run, plan, evaluation, before):
     if kept:
         print(f"\nKept the weights of epoch {kept[0]} of {settings.epochs}, the best by validation Dice "
               f"({kept[1]:.3f} on the model's mask grid; the table scores each image at its own size).")
-    if "val" in metrics and metrics["val"]["finetuned"]["dice"] < metrics["val"]["before"]["dice"]:
+    if (settings.prompt != "clicks" and "val" in metrics
+            and metrics["val"]["finetuned"]["dice"] < metrics["val"]["before"]["dice"]):
         print("note: the fine-tuned model scores below the starting model on the validation lesions: try "
               "more epochs, another --lr, or more data (the starting model is "
               f"{settings.model}).")
@@ -341,4 +390,7 @@ def _finish(settings, run, plan, evaluation, before):
     print(f"Logs:     tensorboard --logdir {run.logs}")
     if settings.demo:
         print("'before' is the pretrained model as shipped, 'box_baseline' the prompt box filled in.")
+    if settings.prompt == "clicks":
+        print("The dice and iou rows score each model prompted by its box; the clicks table, by simulated "
+              f"clicks (Dice against clicks: {os.path.join(run.path, 'clicks.png')}).")
     return 0

@@ -1,23 +1,28 @@
 """What a run or an evaluation leaves to read: the per-lesion CSV, the best/worst grid, the table."""
 
 import csv
+import os
 
 import numpy as np
 from PIL import Image
 
 from keras_sam.data.readers import load_image, load_mask
 from keras_sam.common.storage import atomic_file
-from keras_sam.common.visualization import render_overlay, tile
+from keras_sam.common.visualization import click_curves_figure, figure_to_array, render_overlay, tile
 
 CSV_COLUMNS = ["image", "mask", "label", "dice", "iou", "predicted_iou", "box_dice", "box_iou", "box", "points",
-               "labels", "hd95", "nsd", "box_hd95", "box_nsd", "surface_unit", "nsd_tolerance"]
+               "labels", "hd95", "nsd", "box_hd95", "box_nsd", "surface_unit", "nsd_tolerance", "lesions",
+               "predicted_area_share", "predicts_lesion"]
+CLICK_COLUMNS = ["dice_at_1", "dice_at_3", "dice_at_5", "noc85", "noc90"]
 
 
 def write_lesion_csv(path, rows):
     """One line per lesion: paths, class, Dice, IoU, HD95 and NSD of the model and of the prompt box,
-    the unit of HD95 and of the NSD tolerance, and the prompts."""
+    the unit of HD95 and of the NSD tolerance, and the prompts; where clicks were simulated, Dice
+    after 1, 3 and 5 clicks and NoC@85/90 (CLICK_COLUMNS)."""
     with atomic_file(path, newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        clicks = [name for name in CLICK_COLUMNS if rows and name in rows[0]]
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS + clicks, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
 
@@ -37,12 +42,33 @@ def best_and_worst_grid(path, rows, masks, count=4, side=256):
     for index in chosen:
         row = rows[index]
         image = load_image(row["image"])
-        truth = load_mask(row["mask"], image.shape[:2])
+        truth = np.zeros(image.shape[:2], bool)
+        for mask_path in row.get("masks", [row["mask"]]):  # an image's lesions together (no prompt)
+            truth |= load_mask(mask_path, image.shape[:2])
         overlay = render_overlay(image, masks[row["id"]], truth, row.get("box"), points=row.get("points"),
                                  labels=row.get("labels"), text=f"{row['label']} Dice {row['dice']:.3f}")
         panels.append(_fit_square(overlay, side))
     with atomic_file(path, "wb") as handle:
         Image.fromarray(tile(panels, columns=min(count, len(panels)))).save(handle, format="PNG")
+
+
+def click_curves_plot(path, curves):
+    """Saves Dice against clicks as a PNG: {name: [mean Dice after 1..K clicks]}, one line each."""
+    with atomic_file(path, "wb") as handle:
+        Image.fromarray(figure_to_array(click_curves_figure(curves))).save(handle, format="PNG")
+
+
+def click_curves_to_tensorboard(logdir, curves, tag="test_dice_after_clicks"):
+    """Writes Dice against clicks to TensorBoard: one run per curve (logdir/clicks/<name>), the
+    click count as the step, so SCALARS draws the curves side by side in one chart."""
+    import tensorflow as tf
+
+    for name, dice in curves.items():
+        writer = tf.summary.create_file_writer(os.path.join(logdir, "clicks", name))
+        with writer.as_default():
+            for clicks, value in enumerate(dice, start=1):
+                tf.summary.scalar(tag, float(value), step=clicks)
+        writer.close()
 
 
 def _fit_square(image, side):
@@ -64,7 +90,39 @@ def summary_table(metrics, splits=("val", "test")):
                         for split in splits)
         lines.append(f"{row:14}{cells}")
     surface = _surface_table(metrics, splits)
-    return "\n".join(lines + ([""] + surface if surface else []))
+    return "\n".join(lines + ([""] + surface if surface else []) + _normal_table(metrics, splits)
+                     + _clicks_table(metrics))
+
+
+def _normal_table(metrics, splits):
+    """With --prompt none --include-normal: the share of images without a lesion left empty."""
+    rows = [row for row in ("finetuned", "before")
+            if all("normal_correct" in metrics.get(split, {}).get(row, {}).get("no_prompt", {}) for split in splits)]
+    if not rows:
+        return []
+    lines = ["", "Images without a lesion where the model predicts none (share, no prompt)",
+             f"{'':14}" + "".join(f"{split + ' normal':>12}{'images':>11}" for split in splits)]
+    for row in rows:
+        cells = "".join(f"{metrics[split][row]['no_prompt']['normal_correct']:12.3f}"
+                        f"{metrics[split][row]['no_prompt']['normal_images']:11d}" for split in splits)
+        lines.append(f"{row:14}{cells}")
+    return lines
+
+
+def _clicks_table(metrics):
+    """Test Dice after 1, 3 and 5 simulated clicks and NoC@85/90, where clicks were scored."""
+    rows = [row for row in ("finetuned", "before") if "clicks" in metrics.get("test", {}).get(row, {})]
+    if not rows:
+        return []
+    lines = ["", "Simulated corrective clicks on the test lesions (NoC: clicks to reach Dice 0.85/0.90, "
+             f"at most {len(metrics['test'][rows[0]]['clicks']['dice_at'])})",
+             f"{'':14}{'dice@1':>9}{'dice@3':>9}{'dice@5':>9}{'noc85':>8}{'noc90':>8}"]
+    for row in rows:
+        clicks = metrics["test"][row]["clicks"]
+        dice = [clicks["dice_at"][k - 1] if k <= len(clicks["dice_at"]) else float("nan") for k in (1, 3, 5)]
+        lines.append(f"{row:14}" + "".join(f"{value:9.3f}" for value in dice)
+                     + f"{clicks['noc85']:8.2f}{clicks['noc90']:8.2f}")
+    return lines
 
 
 def _surface_table(metrics, splits):

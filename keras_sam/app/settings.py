@@ -12,6 +12,7 @@ from keras_sam.common.adaptation_options import DEFAULT_ADAPT, DEFAULT_LORA_RANK
 from keras_sam.app.defaults import DEFAULT_EPOCHS, DEFAULT_JITTER, DEMO, preset_of
 from keras_sam.app.errors import UsageError
 from keras_sam.common.training_options import COMPONENTS
+from keras_sam.data.prompt_options import DEFAULT_CLICK_ROUNDS
 from keras_sam.common.surface_metrics import DEFAULT_NSD_TOLERANCE
 
 
@@ -46,6 +47,10 @@ class RunSettings:
     lora_rank: int = DEFAULT_LORA_RANK
     lora_targets: str = ",".join(DEFAULT_LORA_TARGETS)  # comma-separated, as on the command line
     recompute: bool = False  # gradient checkpointing of the encoder's blocks when it learns
+    # Added with corrective clicks (prompt "clicks"): the most rounds a training sample gets.
+    click_rounds: int = DEFAULT_CLICK_ROUNDS
+    # Added with no-prompt training: images without a lesion as negatives (--prompt none only).
+    include_normal: bool = False
 
     def to_json(self):
         """A JSON-ready dict (what run.json holds)."""
@@ -82,7 +87,12 @@ def parse_freeze(text):
 def _freeze_for(args):
     """--freeze, checked against --adapt; left out, what --adapt implies."""
     if args.freeze is None:
-        return ("prompt_encoder",) if args.adapt == "full" else ("vision_encoder", "prompt_encoder")
+        # Corrective clicks feed the previous mask back through the prompt encoder's mask
+        # embedding, which a model trained with boxes (the shipped one) never learned: it trains.
+        learns_prompts = args.prompt == "clicks"
+        if args.adapt == "full":
+            return () if learns_prompts else ("prompt_encoder",)
+        return ("vision_encoder",) if learns_prompts else ("vision_encoder", "prompt_encoder")
     frozen = parse_freeze(args.freeze)
     if args.adapt in ("lora", "adapter", "full") and "vision_encoder" in frozen:
         raise UsageError(f"--adapt {args.adapt} trains the image encoder, which --freeze {args.freeze} keeps "
@@ -134,7 +144,8 @@ def resolve(args):
         nsd_tolerance=args.nsd_tolerance,
         units=args.units,
         adapt=args.adapt, lora_rank=args.lora_rank, lora_targets=_lora_targets(args.lora_targets),
-        recompute=args.recompute,
+        recompute=args.recompute, click_rounds=args.click_rounds,
+        include_normal=args.include_normal,
     )
     _check(settings)
     return settings, output
@@ -150,6 +161,12 @@ def _check(settings):
     if settings.recompute and settings.uses_embedding_cache:
         raise UsageError("--recompute saves memory when the image encoder learns; with the frozen, cached "
                          "encoder (--adapt decoder) there is nothing to recompute: drop --recompute")
+    if settings.prompt == "none" and "mask_decoder" in settings.freeze:
+        raise UsageError(f"--prompt none trains the mask decoder to segment with no prompt, which --freeze "
+                         f"{','.join(settings.freeze)} keeps fixed; drop mask_decoder from --freeze")
+    if settings.include_normal and settings.prompt != "none":
+        raise UsageError(f"--include-normal adds images without a lesion, which have no {settings.prompt} "
+                         "prompt to give: use it with --prompt none")
     if settings.val_split == 0:
         raise UsageError("--val-split 0 leaves no validation lesions to choose the best checkpoint on")
 

@@ -12,13 +12,20 @@ these are the numbers to report. Results are joined to lesions by their id, neve
 import numpy as np
 from tqdm.auto import tqdm
 
-from keras_sam.data.readers import load_mask
-from keras_sam.common.geometry import box_mask, to_image_coordinates
+from keras_sam.common.clicks import DEFAULT_MAX_CLICKS, lesion_click_columns, simulate_clicks
+from keras_sam.data.readers import load_target
+from keras_sam.data.whole_images import ImageSample
+from keras_sam.common.geometry import box_mask, to_image_coordinates, to_model_coordinates
 from keras_sam.common.losses_and_scores import dice_per_sample, iou_per_sample
 from keras_sam.common.postprocessing import postprocess_masks
 from keras_sam.common.surface_metrics import DEFAULT_NSD_TOLERANCE, UNITS, surface_scores
 
 SURFACE_METRICS = ("hd95", "nsd")
+NO_LESION_AREA = 0.001
+"""The rule for "the model predicts no lesion" on an image: its mask (probability above 0.5, at the
+image's own size) covers less than this share of the image's pixels (0.1%: a few stray pixels
+after upscaling the low-resolution mask, far below any lesion worth outlining). The IoU head's
+score is not used: it estimates the quality of a mask, not whether there is an object."""
 
 
 def surface_unit(lesions, units="auto"):
@@ -64,7 +71,9 @@ def evaluate_lesions(model, lesions, dataset, processor, progress=True, descript
 
     Returns:
         (rows, masks): rows, a list of dicts in the dataset's order, one per lesion: id, image,
-        mask, label, dice, iou, hd95, nsd, surface_unit, predicted_iou (in [0, 1]), with box
+        mask, label, dice, iou, hd95, nsd, surface_unit, predicted_iou (in [0, 1]); for samples
+        that are whole images (keras_sam.data.ImageSample, no prompt), also masks (every mask file), lesions (how many), predicted_area_share and
+        predicts_lesion (see NO_LESION_AREA); with box
         prompts box_dice, box_iou, box_hd95, box_nsd and the box in image pixels, with point prompts
         the points and their labels in image pixels; masks, each lesion's predicted mask at its
         image's size, by lesion id.
@@ -88,10 +97,15 @@ def evaluate_lesions(model, lesions, dataset, processor, progress=True, descript
         boxes = x["input_boxes"].numpy() if "input_boxes" in x else None
         points = x["input_points"].numpy() if "input_points" in x else None
         for index, lesion in enumerate(batch):
-            truth = load_mask(lesion.mask_path, lesion.image_size)
+            truth = load_target(lesion)
             mask = result.masks[index]
             row = {"id": lesion.id, "image": lesion.image_path, "mask": lesion.mask_path,
                    "label": lesion.label}
+            if isinstance(lesion, ImageSample):  # an image's lesions together (no prompt)
+                row["masks"] = list(lesion.mask_paths)
+                row["lesions"] = len(lesion.mask_paths)
+                row["predicted_area_share"] = float(mask.mean())
+                row["predicts_lesion"] = bool(mask.mean() >= NO_LESION_AREA)
             row["dice"], row["iou"] = _scores(truth, mask)
             row["hd95"], row["nsd"] = surface(truth, mask, lesion)
             row["surface_unit"], row["nsd_tolerance"] = unit, nsd_tolerance
@@ -111,6 +125,29 @@ def evaluate_lesions(model, lesions, dataset, processor, progress=True, descript
         bar.update(len(batch))
     bar.close()
     return rows, masks
+
+
+def lesion_rows(rows):
+    """The rows of samples with a lesion: those Dice and IoU are scored on (images without one
+    have no outline to overlap; `summarize_no_prompt` counts them apart)."""
+    return [row for row in rows if row.get("lesions", 1) > 0]
+
+
+def summarize_no_prompt(rows):
+    """Scores of a model prompted with nothing, one row per image (`evaluate_lesions` on
+    keras_sam.data.ImageSample): {"dice": mean Dice over the images with a lesion (each image's
+    lesions together), "images": their number}, and where the rows hold images without a lesion
+    {"normal_correct": the share of them where the model predicts no lesion (NO_LESION_AREA),
+    "normal_images": their number}.
+    """
+    scored = lesion_rows(rows)
+    summary = {"dice": float(np.mean([row["dice"] for row in scored])) if scored else float("nan"),
+               "images": len(scored)}
+    normal = [row for row in rows if row.get("lesions", 1) == 0]
+    if normal:
+        summary["normal_correct"] = float(np.mean([not row["predicts_lesion"] for row in normal]))
+        summary["normal_images"] = len(normal)
+    return summary
 
 
 def summarize(rows, prefix=""):
@@ -139,3 +176,84 @@ def summarize(rows, prefix=""):
     summary["per_class"] = {label: means([r for r in rows if r["label"] == label])
                             for label in sorted({r["label"] for r in rows})}
     return summary
+
+
+IMAGE_KEYS = ("pixel_values", "image_embeddings")
+
+
+def evaluate_clicks(model, lesions, dataset, processor, max_clicks=DEFAULT_MAX_CLICKS, progress=True,
+                    description="Simulating clicks"):
+    """Dice after 1..K simulated corrective clicks of each lesion, at its image's resolution.
+
+    The standard protocol (`keras_sam.common.clicks.simulate_clicks`): the first click positive
+    at the lesion's interior-most pixel, each next at the interior-most pixel of the largest error
+    region, positive on a missed part, negative on a false positive, with the previous mask's
+    logits fed back as `input_masks`. The lesions of a batch are clicked together: one model call
+    per click. Only the images of `dataset` are used (its prompts are ignored).
+
+    Args:
+        model: a SamSegmenter.
+        lesions: the lesions `dataset` was built from.
+        dataset: `build_dataset(lesions, processor, training=False, with_ids=True)`, any prompts.
+        processor: the model's SamProcessor.
+        max_clicks: clicks per lesion (K).
+
+    Returns:
+        {lesion id: (K,) array of Dice after 1..K clicks}, in the dataset's order.
+    """
+    by_id = {lesion.id: lesion for lesion in lesions}
+    call = _traced_call(model)
+    curves = {}
+    bar = tqdm(total=len(lesions), desc=description, unit="lesion", disable=not progress)
+    for x, _ in dataset:
+        if "lesion_id" not in x:
+            raise ValueError("evaluate_clicks needs a dataset built with with_ids=True")
+        batch = [by_id[value.decode()] for value in x["lesion_id"].numpy()]
+        image = {key: x[key] for key in IMAGE_KEYS if key in x}
+        sizes = [lesion.image_size for lesion in batch]
+
+        def predict(points, labels, previous):
+            model_points = np.stack([to_model_coordinates(row, size, processor)
+                                     for row, size in zip(points, sizes)])
+            inputs = dict(image, input_points=model_points, input_labels=labels)
+            if previous is not None:
+                inputs["input_masks"] = previous
+            result = postprocess_masks(call(inputs), image_sizes=sizes, processor=processor)
+            return result.logits, result.masks
+
+        truths = [load_target(lesion) for lesion in batch]
+        result = simulate_clicks(predict, truths, max_clicks)
+        for lesion, row in zip(batch, result.dice):
+            curves[lesion.id] = row
+        bar.update(len(batch))
+    bar.close()
+    return curves
+
+
+def _traced_call(model):
+    """`model(inputs)` as a graph traced once per set of input names, for any batch size and number
+    of points: eager, every click would pay Python for each op of the decoder, and a tf.function
+    left to find the shapes itself retraces as the clicks grow."""
+    import tensorflow as tf  # here: the Keras 3 family imports this module without TensorFlow
+
+    functions = {}
+
+    def call(inputs):
+        inputs = {name: tf.convert_to_tensor(value) for name, value in inputs.items()}
+        names = tuple(sorted(inputs))
+        if names not in functions:
+            spec = {name: tf.TensorSpec((None, None, *value.shape[2:]) if name in ("input_points", "input_labels")
+                                        else (None, *value.shape[1:]), value.dtype)
+                    for name, value in inputs.items()}
+            functions[names] = tf.function(lambda x: model(x, training=False), input_signature=[spec],
+                                           autograph=False)
+        return functions[names](inputs)
+    return call
+
+
+def add_click_columns(rows, curves):
+    """Adds each lesion's click columns (dice_at_1/3/5, noc85, noc90) to its row, joined by id."""
+    for row in rows:
+        if row["id"] in curves:
+            row.update(lesion_click_columns(curves[row["id"]]))
+    return rows

@@ -37,6 +37,14 @@ class SegmenterModel(Protocol):
         """The dtype name the image encoder computes in ("float32", "bfloat16", ...)."""
 
     @property
+    def mask_grid(self) -> int:
+        """G: the side of the low-resolution logits grid (masks and `input_masks`)."""
+
+    @property
+    def trained_prompt(self) -> Any:
+        """The prompt kind the model was fine-tuned with ("box", "none", ...), None if unrecorded."""
+
+    @property
     def freeze(self) -> tuple:
         """Names of the frozen components, among keras_sam.common.training_options.COMPONENTS."""
 

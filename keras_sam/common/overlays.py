@@ -11,12 +11,18 @@ from collections.abc import Mapping
 import numpy as np
 from PIL import Image
 
+from keras_sam.common.clicks import NO_CLICK, Click, first_click, next_click
+from keras_sam.common.geometry import input_size
 from keras_sam.common.losses_and_scores import dice_per_sample
 from keras_sam.common.postprocessing import postprocess_masks
 from keras_sam.common.preprocessing import pixels_to_image
 from keras_sam.common.visualization import render_overlay, tile
 
 IMAGE_INPUTS = ("pixel_values", "image_embeddings")
+CLICK_INPUTS = ("click_rounds", "click_seed", "click_extent")
+"""What samples of a clicks dataset (PromptOptions(kind="clicks")) carry instead of prompts."""
+OVERLAY_CLICKS = 3
+"""Clicks drawn for samples that carry clicks: the protocol's first click and two corrective ones."""
 
 
 def _as_numpy(value):
@@ -65,7 +71,9 @@ def take_samples(samples, max_samples):
 
 
 class OverlayRenderer:
-    """Predicts fixed samples and draws the predicted mask, the true outline and the prompts.
+    """Predicts fixed samples and draws the predicted mask, the true outline and the prompts: the
+    box, the clicks (positive and negative markers) and, for samples that carry a previous mask
+    (`input_masks`, as corrective clicks do), its outline beside the refined mask predicted.
 
     Args:
         samples, max_samples, images, display_size: as MaskOverlayCallback takes them.
@@ -102,25 +110,65 @@ class OverlayRenderer:
         return self.images
 
     def render(self, model):
-        """Predicts the samples and returns their overlays, a list of (D, D, 3) uint8 arrays."""
+        """Predicts the samples and returns their overlays, a list of (D, D, 3) uint8 arrays.
+
+        Samples of a clicks dataset get OVERLAY_CLICKS clicks of the scoring protocol's simulated
+        user (keras_sam.common.clicks: the first at the lesion's interior-most pixel, each next on
+        the largest error, the previous mask fed back), drawn with the mask they refine."""
         truth = np.stack([np.reshape(y, y.shape[-2:]) for _, y in self.samples]).astype(np.float32)
-        result = postprocess_masks(model(self._inputs(model)))
+        inputs = self._inputs(model)
+        prompts = [dict(x) for x, _ in self.samples]
+        if any(key in inputs for key in CLICK_INPUTS):
+            inputs = {key: value for key, value in inputs.items() if key not in CLICK_INPUTS}
+            result, prompts = self._clicked(model, inputs, truth)
+        else:
+            result = postprocess_masks(model(inputs))
         dice = dice_per_sample(truth, result.masks)
         overlays = []
-        for index, ((x, _), image) in enumerate(zip(self.samples, self._images(model))):
+        for index, (x, image) in enumerate(zip(prompts, self._images(model))):
             side = self.display_size
             scale = side / image.shape[0]
             shown = np.asarray(Image.fromarray(image).resize((side, side), Image.BILINEAR))
+            points, labels = x.get("input_points"), x.get("input_labels")
+            if points is not None:
+                points = np.reshape(points, (-1, 2))
+                labels = np.ones(len(points)) if labels is None else np.ravel(labels)
+                points, labels = points[labels != NO_CLICK] * scale, labels[labels != NO_CLICK]
+            clicks = f"  after {x['clicks']} clicks" if "clicks" in x else ("  refined" if "input_masks" in x else "")
             overlays.append(render_overlay(
                 shown,
                 predicted=_upsample(result.masks[index], side),
                 truth=_upsample(truth[index] > 0.5, side),
                 box=None if "input_boxes" not in x else np.ravel(x["input_boxes"])[:4] * scale,
-                points=None if "input_points" not in x else np.reshape(x["input_points"], (-1, 2)) * scale,
-                labels=x.get("input_labels"),
-                text=f"Dice {dice[index]:.3f}  predicted IoU {result.scores[index]:.3f}",
+                points=points, labels=labels,
+                text=f"Dice {dice[index]:.3f}  predicted IoU {result.scores[index]:.3f}{clicks}",
+                # A sample with a previous mask (corrective clicks): its outline beside the refined one.
+                previous=None if "input_masks" not in x else _upsample(
+                    np.reshape(x["input_masks"], x["input_masks"].shape[-2:]) > 0, side),
             ))
         return overlays
+
+    def _clicked(self, model, inputs, truth):
+        """OVERLAY_CLICKS simulated clicks per sample on the logits grid; returns the last
+        prediction and each sample's prompts (its clicks and the mask they refined)."""
+        grid = truth.shape[-1]
+        to_model = input_size(model.processor) / grid
+        clicks = [[first_click(mask > 0.5) or Click(grid / 2, grid / 2, NO_CLICK)] for mask in truth]
+        fed = None
+        for count in range(OVERLAY_CLICKS):
+            if count:
+                fed = result.logits
+                for row, mask, predicted in zip(clicks, truth, result.masks):
+                    row.append(next_click(mask > 0.5, predicted) or Click(0.0, 0.0, NO_CLICK))
+            points = np.array([[(c.x, c.y) for c in row] for row in clicks], np.float32) * to_model
+            labels = np.array([[c.label for c in row] for row in clicks], np.int32)
+            step = dict(inputs, input_points=points, input_labels=labels)
+            if fed is not None:
+                step["input_masks"] = fed
+            result = postprocess_masks(model(step))
+        prompts = [{"input_points": points[row], "input_labels": labels[row], "clicks": OVERLAY_CLICKS,
+                    **({"input_masks": fed[row]} if fed is not None else {})} for row in range(len(truth))]
+        return result, prompts
 
 
 def _upsample(mask, side):

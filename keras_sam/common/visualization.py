@@ -12,6 +12,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
 from PIL import Image, ImageDraw
 
 MASK_COLOR = (30, 144, 255)
@@ -19,6 +20,7 @@ TRUTH_COLOR = (255, 215, 0)
 BOX_COLOR = (0, 255, 0)
 POSITIVE_COLOR = (0, 200, 0)
 NEGATIVE_COLOR = (230, 30, 30)
+PREVIOUS_COLOR = (255, 0, 255)
 
 
 def _axes(ax):
@@ -114,16 +116,21 @@ def _outline(mask):
     return mask & ~inner
 
 
-def render_overlay(image, predicted=None, truth=None, box=None, points=None, labels=None, text=None):
+def render_overlay(image, predicted=None, truth=None, box=None, points=None, labels=None, text=None,
+                   previous=None):
     """Draws what the model predicted against the truth, for TensorBoard or a PNG.
 
     Args:
         image: (H, W, 3) uint8 image.
-        predicted: (H, W) boolean mask, filled translucent blue.
+        predicted: (H, W) boolean mask, filled translucent blue (the refined mask when `previous`
+            is given).
         truth: (H, W) boolean mask, outlined in yellow.
         box: (x0, y0, x1, y1) prompt box in the image's pixels, drawn green.
-        points: (N, 2) prompt points; `labels` 1 green, 0 red.
+        points: (N, 2) prompt points or clicks; `labels` 1 (positive) a green disc with a plus,
+            0 (negative) a red disc with a minus.
         text: a line written at the top left (e.g. the sample's Dice and predicted IoU).
+        previous: (H, W) boolean mask fed back to the model for refinement (SAM's input mask),
+            outlined in magenta, thin, so the change the clicks made shows.
 
     Returns:
         (H, W, 3) uint8 array.
@@ -138,6 +145,8 @@ def render_overlay(image, predicted=None, truth=None, box=None, points=None, lab
         thick[1:] |= edge[:-1]
         thick[:, 1:] |= edge[:, :-1]
         canvas[thick] = TRUTH_COLOR
+    if previous is not None:
+        canvas[_outline(np.asarray(previous, bool))] = PREVIOUS_COLOR
     picture = Image.fromarray(canvas.clip(0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(picture)
     if box is not None:
@@ -146,7 +155,10 @@ def render_overlay(image, predicted=None, truth=None, box=None, points=None, lab
         labels = np.ones(len(points)) if labels is None else np.ravel(labels)
         for (x, y), label in zip(np.reshape(points, (-1, 2)), labels):
             color = POSITIVE_COLOR if label == 1 else NEGATIVE_COLOR
-            draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=color, outline=(255, 255, 255))
+            draw.ellipse([x - 5, y - 5, x + 5, y + 5], fill=color, outline=(255, 255, 255))
+            draw.line([x - 3, y, x + 3, y], fill=(255, 255, 255), width=1)  # minus; plus when positive
+            if label == 1:
+                draw.line([x, y - 3, x, y + 3], fill=(255, 255, 255), width=1)
     if text:
         draw.rectangle([0, 0, 7 * len(text) + 6, 14], fill=(0, 0, 0))
         draw.text((3, 1), text, fill=(255, 255, 255))
@@ -164,3 +176,26 @@ def tile(images, columns=4):
         row, column = divmod(index, columns)
         grid[row * height:(row + 1) * height, column * width:(column + 1) * width] = image
     return grid
+
+
+def click_curves_figure(curves, threshold_lines=(0.85, 0.90)):
+    """Dice against the number of clicks, one line per model: a matplotlib Figure.
+
+    Args:
+        curves: {name: [mean Dice after 1..K clicks]}, e.g. {"before": [...], "fine-tuned": [...]}.
+        threshold_lines: Dice levels drawn as dotted lines (NoC@85 and NoC@90 count clicks to them).
+    """
+    figure = Figure(figsize=(5, 3.5), dpi=100)
+    ax = figure.add_subplot()
+    for name, dice in curves.items():
+        ax.plot(np.arange(1, len(dice) + 1), dice, marker="o", markersize=3, label=name)
+    for level in threshold_lines:
+        ax.axhline(level, color="grey", linestyle=":", linewidth=1)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("clicks")
+    ax.set_ylabel("mean Dice")
+    ax.set_title("Dice after k simulated corrective clicks")
+    ax.legend(loc="best")
+    ax.grid(alpha=0.3)
+    figure.tight_layout()
+    return figure

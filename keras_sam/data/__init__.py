@@ -21,12 +21,15 @@ _EXPORTS = {
     "LAYOUTS": "readers", "DataError": "readers", "Lesion": "readers", "LesionSet": "readers",
     "Record": "readers", "detect_layout": "readers", "find_records": "readers", "load_image": "readers",
     "load_mask": "readers", "read_lesions": "readers",
+    "ImageSample": "whole_images", "image_samples": "whole_images", "normal_samples": "whole_images",
+    "load_target": "readers",
     "SPLITS": "splits", "apply_manifest": "splits", "split_lesions": "splits", "write_manifest": "splits",
 }
 
 __all__ = [
     "DataError",
     "DataGenerator",
+    "ImageSample",
     "LAYOUTS",
     "Lesion",
     "LesionSet",
@@ -39,8 +42,11 @@ __all__ = [
     "cache_embeddings",
     "detect_layout",
     "find_records",
+    "image_samples",
     "load_image",
     "load_mask",
+    "load_target",
+    "normal_samples",
     "read_lesions",
     "split_lesions",
     "steps_per_epoch",

@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_sam.data.prompt_options import PROMPT_KINDS, PromptOptions  # noqa: F401 (re-exported)
-from keras_sam.data.readers import load_image, load_mask
+from keras_sam.data.readers import load_image, load_target
 from keras_sam.common.geometry import (grid_size, input_size, model_scale, resized_shape,
                                        to_model_coordinates)
 from keras_sam.common.preprocessing import preprocess_image, preprocess_mask
@@ -28,7 +28,8 @@ class DataGenerator:
 
     Each item is a dict of arrays:
         pixel_values (3, S, S) float32, or image_embeddings (C, E, E) when `embeddings` is given;
-        labels (G, G) float32, the lesion's mask resized and padded like the image (logits grid);
+        labels (G, G) float32, the lesion's mask resized and padded like the image (logits grid;
+            for a keras_sam.data.ImageSample, the union of its image's lesions, empty for none);
         box (4,) the lesion's tight box in model-input pixels;
         scale (2,) model-input pixels per image pixel along x and y;
         extent (2,) width and height of the resized image in model-input pixels;
@@ -59,7 +60,7 @@ class DataGenerator:
     def _lesion_targets(self, index):
         if index not in self._targets:
             lesion = self.lesions[index]
-            mask = load_mask(lesion.mask_path, lesion.image_size)
+            mask = load_target(lesion)
             height, width = resized_shape(lesion.image_size, self.processor)
             self._targets[index] = {
                 "labels": preprocess_mask(mask, self.processor).astype(np.uint8),
@@ -166,7 +167,14 @@ def build_dataset(lesions, processor, *, batch_size=2, prompts=PromptOptions(), 
 
     Returns:
         tf.data.Dataset yielding ({"pixel_values" or "image_embeddings", "input_boxes" (B, 4)
-        and/or "input_points" (B, N, 2) with "input_labels" (B, N)}, labels (B, G, G)).
+        and/or "input_points" (B, N, 2) with "input_labels" (B, N)}, labels (B, G, G)). With
+        clicks prompts, no prompt but "click_rounds" (B, R) int32, R = `prompts.click_rounds`,
+        1 for each corrective round the sample takes (its first 1 to R entries), and
+        "click_seed" (B, 2) int32, the seed of its clicks, and "click_extent" (B, 2) the image's
+        width and height on the logits grid (without the padding, where clicks never go): the
+        model's train and test steps draw the clicks from its own errors. With
+        `PromptOptions(kind="none")` the inputs hold the image alone (SAM's empty prompt); give
+        it keras_sam.data.image_samples(lesions) so each target is all of an image's lesions.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1; got {batch_size}")
@@ -192,6 +200,14 @@ def build_dataset(lesions, processor, *, batch_size=2, prompts=PromptOptions(), 
             )
             inputs["input_points"] = points / grid_per_model_px
             inputs["input_labels"] = labels
+        if prompts.clicks:  # the clicks themselves are drawn in the training step, from the model's errors
+            rounds_seed, click_seed = tf.unstack(tf.random.experimental.stateless_split(seeds[1], 2))
+            rounds = tf.random.stateless_uniform(
+                [], seed=rounds_seed, minval=1, maxval=prompts.click_rounds + 1, dtype=tf.int32)
+            inputs["click_rounds"] = tf.cast(tf.range(prompts.click_rounds) < rounds, tf.int32)
+            inputs["click_seed"] = tf.random.stateless_uniform(
+                [2], seed=click_seed, minval=0, maxval=2**31 - 1, dtype=tf.int32)
+            inputs["click_extent"] = item["extent"] * grid_per_model_px  # clicks stay off the padding
         if with_ids:
             inputs["lesion_id"] = item["lesion_id"]
         return inputs, item["labels"]

@@ -60,6 +60,11 @@ class Lesion:
         """What names this lesion wherever results are joined to it: its mask file."""
         return self.mask_path
 
+    @property
+    def mask_paths(self):
+        """The mask files whose union is the sample's target: this lesion's one."""
+        return (self.mask_path,)
+
 
 @dataclasses.dataclass
 class LesionSet:
@@ -230,6 +235,15 @@ def load_image(path):
     if is_volume_file(path):
         return load_frame(path)
     return np.asarray(_open(path).convert("RGB"))
+
+
+def load_target(sample):
+    """A sample's target at its image's size: the union of its mask files (one for a lesion, all
+    of an image's for a keras_sam.data.ImageSample, none set for a normal image), (H, W) bool."""
+    target = np.zeros(sample.image_size, bool)
+    for path in sample.mask_paths:
+        target |= load_mask(path, sample.image_size)
+    return target
 
 
 def load_mask(path, image_size=None):

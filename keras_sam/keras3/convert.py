@@ -22,6 +22,7 @@ from transformers import SamConfig
 from keras_sam.common.configs import processor_for_config
 from keras_sam.common.hub import ModelLoadError, shipped_model_path
 from keras_sam.common.storage import atomic_directory
+from keras_sam.common.trained_prompt import record_trained_prompt
 
 # Conv kernels: TensorFlow (kh, kw, in, out), or (kh, kw, out, in) for a transposed conv, against
 # PyTorch (out, in, kh, kw), or (in, out, kh, kw): the same permutation either way.
@@ -235,7 +236,7 @@ def sam_config_of(model):
 
 def save_pretrained(model, folder):
     """Writes a Keras 3 SamSegmenter as a transformers checkpoint (config.json, model.safetensors)."""
-    config = sam_config_of(model)
+    config = record_trained_prompt(sam_config_of(model), model.trained_prompt)
     write_safetensors(folder, config, export_weights((model.image_encoder, model.prompt_encoder,
                                                       model.mask_decoder)))
     return config

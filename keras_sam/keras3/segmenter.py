@@ -19,6 +19,7 @@ from keras import ops
 
 from keras_sam.common import training_objective
 from keras_sam.common.adaptation_options import DEFAULT_LORA_RANK, DEFAULT_LORA_TARGETS, check_method, check_targets
+from keras_sam.common.clicks import error_clicks
 from keras_sam.common.training_options import TrainingOptions, auto
 from keras_sam.common.configs import processor_for_sizes
 from keras_sam.keras3.adaptation import enable_encoder_lora, keep_only_lora_trainable
@@ -26,9 +27,14 @@ from keras_sam.keras3.convert import assign_weights, read_checkpoint, save_pretr
 from keras_sam.keras3.losses import OPS, DiceLoss, MaskLoss, per_sample_arrays, replicas
 from keras_sam.keras3.metrics import DiceScore, IoUScore, OnProbabilities
 from keras_sam.common.metric_inputs import on_masks
+from keras_sam.common.trained_prompt import trained_prompt_of
 
 IMAGE_INPUTS = ("pixel_values", "image_embeddings")
 PROMPT_INPUTS = ("input_boxes", "input_points", "input_labels", "input_masks")
+# What a batch of build_dataset(..., prompts=PromptOptions(kind="clicks")) carries instead of prompts,
+# and the targets fit/evaluate add beside them (the clicks are drawn from the model's errors).
+CLICK_INPUTS = ("click_rounds", "click_seed", "click_extent")
+CLICK_TARGETS = "click_targets"
 # SamProcessor's normalisation, which keras-hub's image encoder applies itself.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -92,6 +98,8 @@ class SamSegmenter(TrainingOptions, keras.Model):
             "mask_decoder" and "iou_head".
         multimask_output: 3 masks per prompt; training uses the best one per sample.
         iou_loss_weight: weight of the IoU head's mean-squared error.
+        trained_prompt: the prompt kind the model was fine-tuned with ("box", "none", ...; None
+            unrecorded), kept in its config and in `save_pretrained`'s config.json.
 
     Example:
         >>> model = SamSegmenter.from_sam_config(keras_sam.tiny_sam_config())  # doctest: +SKIP
@@ -105,8 +113,11 @@ class SamSegmenter(TrainingOptions, keras.Model):
 
     def __init__(self, image_encoder, prompt_encoder, mask_decoder, *,
                  freeze=("vision_encoder", "prompt_encoder"), multimask_output=False, iou_loss_weight=1.0,
-                 decoder_norm_epsilon=None, **kwargs):
+                 decoder_norm_epsilon=None, trained_prompt=None, **kwargs):
         super().__init__(**kwargs)
+        # The prompt kind it was fine-tuned with (keras_sam.common.trained_prompt): saved with it, and
+        # read by inference, which warns before segmenting with no prompt a model not trained so.
+        self.trained_prompt = trained_prompt
         self.image_encoder = image_encoder
         self.prompt_encoder = prompt_encoder
         self.mask_decoder = mask_decoder
@@ -147,6 +158,7 @@ class SamSegmenter(TrainingOptions, keras.Model):
             **kwargs: freeze, multimask_output, iou_loss_weight.
         """
         config, weights = read_checkpoint(name_or_path)
+        kwargs.setdefault("trained_prompt", trained_prompt_of(config))
         model = cls.from_sam_config(config, **kwargs)
         assign_weights((model.image_encoder, model.prompt_encoder, model.mask_decoder), weights)
         return model
@@ -252,8 +264,94 @@ class SamSegmenter(TrainingOptions, keras.Model):
         return images * ops.array(IMAGENET_STD, "float32") + ops.array(IMAGENET_MEAN, "float32")
 
     def call(self, inputs, training=None):
-        """{"mask_logits": (B, M, G, G), "iou_scores": (B, M)} in float32 for the input dict."""
+        """{"mask_logits": (B, M, G, G), "iou_scores": (B, M)} in float32 for the input dict.
+
+        With corrective clicks (the input dict of a clicks dataset, see `click_prompts`), the
+        outputs of the first click's and of the last round's prompts, joined along the batch (2B
+        rows), which `compute_loss` and `compute_metrics` score against the targets twice over.
+        """
         _check_keys(inputs)
+        if inputs.get("click_rounds") is not None:
+            outputs = [self._predict(prompts, training) for prompts in self.click_prompts(inputs)]
+            return {key: ops.concatenate([output[key] for output in outputs], axis=0) for key in outputs[0]}
+        return self._predict(inputs, training)
+
+    def click_prompts(self, inputs):
+        """Corrective-click training, as the tf-keras `SamSegmenter.click_prompts`, in `keras.ops`.
+
+        The clicks come from `keras_sam.common.clicks.error_clicks`, the arithmetic both families
+        share: a first positive click well inside the lesion, then one click per round from the
+        sample's current error with the previous round's mask logits fed back, no gradient through
+        the rounds. Two prompt sets train: the first click alone, and the sample's last round (its
+        clicks so far, padded with SAM's "not a point" label up to the dataset's most rounds R,
+        which is static here, and the mask predicted before its last click).
+
+        The randomness of each click is a stateless hash of the sample's "click_seed" and the
+        round (no random state: the same on every backend and replica, inside any trace).
+
+        Args:
+            inputs: the image, "click_rounds" (B, R), "click_seed" (B, 2), "click_extent" (B, 2)
+                and CLICK_TARGETS (B, G, G), the targets, which `fit` and `evaluate` add.
+
+        Returns:
+            [first, last]: two input dicts of prompts for the image.
+        """
+        if inputs.get(CLICK_TARGETS) is None:
+            raise ValueError("corrective clicks are drawn from the targets: train or evaluate with fit() or "
+                             "evaluate() on the clicks dataset (they add its targets as 'click_targets')")
+        truth = self._targets(inputs[CLICK_TARGETS])
+        active_rounds = ops.cast(inputs["click_rounds"], "int32")
+        most = int(active_rounds.shape[1])
+        rounds = ops.sum(active_rounds, axis=-1)
+        seed = ops.cast(inputs["click_seed"], "int32") % 9973  # small: the hash stays precise in float32
+        extent = ops.cast(inputs["click_extent"], "float32")
+        grid = self.mask_grid
+        centres = ops.arange(grid, dtype="float32") + 0.5
+        valid = ops.cast((centres[None, :, None] < extent[:, 1, None, None])
+                         & (centres[None, None, :] < extent[:, 0, None, None]), "float32")
+        image = {key: inputs[key] for key in IMAGE_INPUTS if inputs.get(key) is not None}
+        to_model = float(self.image_size) / grid
+
+        def click(step, logits, active=None):
+            noise = _hashed_noise(seed, step, grid)
+            return error_clicks(ops, truth, logits, noise, active=active, valid=valid)
+
+        def predict(points, labels, masks=None):
+            prompts = dict(image, input_points=points * to_model, input_labels=labels)
+            if masks is not None:
+                prompts["input_masks"] = masks
+            output = self._predict(prompts, training=False)
+            return ops.stop_gradient(training_objective.highest_scored_masks(
+                OPS, output["mask_logits"], output["iou_scores"]))
+
+        first_points, first_labels = click(0, -ops.ones_like(truth))
+        points, labels = [first_points], [first_labels]
+        first = dict(image, input_points=first_points[:, None] * to_model, input_labels=first_labels[:, None])
+        current = predict(first_points[:, None], first_labels[:, None])
+        for step in range(1, most + 1):
+            new_points, new_labels = click(step, current, active=step <= rounds)
+            points.append(new_points)
+            labels.append(new_labels)
+            if step < most:  # the prediction after this click, for samples with rounds left
+                refined = predict(ops.stack(points, axis=1), ops.stack(labels, axis=1), current)
+                current = ops.where((step < rounds)[:, None, None], refined, current)
+        return [first, dict(image, input_points=ops.stack(points, axis=1) * to_model,
+                            input_labels=ops.stack(labels, axis=1), input_masks=current)]
+
+    def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
+        """`keras.Model.fit`; clicks datasets get their targets beside the inputs (see `click_prompts`)."""
+        x, y = _with_click_targets(x, y)
+        if validation_data is not None:
+            validation_data = _with_click_targets(validation_data, None)[0]
+        return super().fit(x, y, *args, validation_data=validation_data, **kwargs)
+
+    def evaluate(self, x=None, y=None, *args, **kwargs):
+        """`keras.Model.evaluate`; clicks datasets get their targets beside the inputs."""
+        x, y = _with_click_targets(x, y)
+        return super().evaluate(x, y, *args, **kwargs)
+
+    def _predict(self, inputs, training=None):
+        """The model's output for one prompt set per row."""
         if inputs.get("image_embeddings") is not None:
             embeddings = ops.transpose(ops.cast(inputs["image_embeddings"], self.compute_dtype), (0, 2, 3, 1))
         else:
@@ -294,11 +392,16 @@ class SamSegmenter(TrainingOptions, keras.Model):
             masks = _one_set("input_masks", ops.cast(masks, "float32"), (grid, grid),
                              f"(B, {grid}, {grid}) or (B, 1, {grid}, {grid}) on the {grid}x{grid} logits grid")
             prompts["masks"] = masks[..., None]
+        if not prompts:  # SAM's empty prompt: no sparse token at all, as in transformers' SAM
+            image = inputs.get("image_embeddings")
+            batch = ops.shape(image if image is not None else inputs["pixel_values"])[0]
+            prompts["points"], prompts["labels"] = ops.zeros((batch, 0, 2)), ops.zeros((batch, 0))
         return prompts
 
-    def segment(self, image, *, boxes=(), points=(), labels=None, best=True):
-        """Masks for one image at its own resolution, from prompts in its own pixels: as the
-        tf-keras `SamSegmenter.segment` (`keras_sam.common.inference.segment_image`)."""
+    def segment(self, image, *, boxes=(), points=(), labels=None, mask_input=None, best=True):
+        """Masks for one image at its own resolution, from prompts in its own pixels (boxes,
+        positive and negative clicks, a previous mask to refine, or none): as the tf-keras
+        `SamSegmenter.segment` (`keras_sam.common.inference.segment_image`)."""
         if hasattr(image, "keys"):  # the input dict, as segment took before 0.2
             warnings.warn("SamSegmenter.segment(inputs) with the input dict is deprecated: call the model, "
                           "model(inputs), or segment(image, boxes=..., points=...) for masks at an "
@@ -307,7 +410,8 @@ class SamSegmenter(TrainingOptions, keras.Model):
             return outputs["mask_logits"], outputs["iou_scores"]
         from keras_sam.common.inference import segment_image
 
-        return segment_image(self, image, boxes=boxes, points=points, labels=labels, best=best)
+        return segment_image(self, image, boxes=boxes, points=points, labels=labels, mask_input=mask_input,
+                             best=best)
 
     # ------------------------------------------------------------------------ training
     def compile(self, optimizer="auto", loss="auto", metrics="auto", weighted_metrics=None, **kwargs):
@@ -327,7 +431,9 @@ class SamSegmenter(TrainingOptions, keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """The compiled loss on the trained mask (best of M by loss), plus the IoU head's error:
-        `keras_sam.common.training_objective`'s objective, as in the tf-keras family."""
+        `keras_sam.common.training_objective`'s objective, as in the tf-keras family. With clicks, each
+        target scores both of its sample's predictions (the first click's and the last round's)."""
+        y, sample_weight = _per_click_round(x, y, sample_weight)
         y, pixel_weights = self._targets(y), self._pixel_weights(sample_weight)
         terms = training_objective.objective_terms(
             OPS, y, y_pred, pixel_weights, lambda y, logits: self._per_sample_loss(y, logits, pixel_weights),
@@ -341,6 +447,7 @@ class SamSegmenter(TrainingOptions, keras.Model):
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         """Metrics on the mask the model would hand out (highest predicted IoU), as (B, G, G, 1)."""
         logits = training_objective.highest_scored_masks(OPS, y_pred["mask_logits"], y_pred["iou_scores"])
+        y, sample_weight = _per_click_round(x, y, sample_weight)
         return super().compute_metrics(x, self._targets(y)[..., None], logits[..., None],
                                        self._pixel_weights(sample_weight))
 
@@ -370,6 +477,7 @@ class SamSegmenter(TrainingOptions, keras.Model):
             "prompt_encoder": keras.saving.serialize_keras_object(self.prompt_encoder),
             "mask_decoder": keras.saving.serialize_keras_object(self.mask_decoder),
             "decoder_norm_epsilon": self.decoder_norm_epsilon,
+            "trained_prompt": self.trained_prompt,
             **self.options_config(),
             **({"lora": dict(self._lora)} if getattr(self, "_lora", None) is not None else {}),
         }
@@ -386,11 +494,42 @@ class SamSegmenter(TrainingOptions, keras.Model):
         return model
 
 
+def _hashed_noise(seed, step, grid):
+    """(B, G, G) values in [0, 1) from each sample's (B, 2) integer seed and the round: a classic
+    sine hash, stateless and the same on every backend (the clicks' tie-breaking randomness)."""
+    rows = ops.arange(grid, dtype="float32")[None, :, None]
+    columns = ops.arange(grid, dtype="float32")[None, None, :]
+    seed = ops.cast(seed, "float32")
+    angle = (rows * 12.9898 + columns * 78.233 + seed[:, 0, None, None] * 0.1731
+             + seed[:, 1, None, None] * 0.7397 + float(step) * 3.1113)
+    value = ops.sin(angle) * 43758.5453
+    return value - ops.floor(value)
+
+
+def _with_click_targets(x, y):
+    """A clicks dataset (or input dict) with its targets added to the inputs as CLICK_TARGETS: the
+    model draws its clicks from them. Anything else as it is."""
+    spec = getattr(x, "element_spec", None)
+    if isinstance(spec, tuple) and isinstance(spec[0], dict) and "click_rounds" in spec[0]:
+        return x.map(lambda inputs, targets, *rest: ({**inputs, CLICK_TARGETS: targets}, targets, *rest)), y
+    if isinstance(x, dict) and "click_rounds" in x and y is not None:
+        return {**x, CLICK_TARGETS: y}, y
+    return x, y
+
+
+def _per_click_round(x, y, sample_weight):
+    """Targets (and weights) repeated for the two predictions of each clicks sample."""
+    if not (hasattr(x, "keys") and x.get("click_rounds") is not None):
+        return y, sample_weight
+    repeat = lambda value: None if value is None else ops.concatenate([value, value], axis=0)  # noqa: E731
+    return repeat(y), repeat(sample_weight)
+
+
 def _check_keys(inputs):
     if not hasattr(inputs, "keys"):
         raise TypeError("SamSegmenter inputs must be a dict with keys among "
                         f"{', '.join(IMAGE_INPUTS + PROMPT_INPUTS)}; got {type(inputs).__name__}")
-    unknown = sorted(set(inputs) - set(IMAGE_INPUTS + PROMPT_INPUTS))
+    unknown = sorted(set(inputs) - set(IMAGE_INPUTS + PROMPT_INPUTS + CLICK_INPUTS + (CLICK_TARGETS,)))
     if unknown:
         raise ValueError(f"unknown input key(s) {', '.join(map(repr, unknown))}; SamSegmenter takes "
                          f"{', '.join(IMAGE_INPUTS + PROMPT_INPUTS)}")
@@ -398,8 +537,6 @@ def _check_keys(inputs):
     if len(images) != 1:
         raise ValueError("give exactly one of pixel_values and image_embeddings; got "
                          f"{', '.join(images) if images else 'neither'}")
-    if not any(inputs.get(key) is not None for key in ("input_boxes", "input_points", "input_masks")):
-        raise ValueError("no prompt: give input_boxes, input_points (with input_labels) or input_masks")
     if inputs.get("input_labels") is not None and inputs.get("input_points") is None:
         raise ValueError("input_labels given without input_points")
 

@@ -6,10 +6,12 @@ import warnings
 from collections.abc import Mapping
 
 import tensorflow as tf
+import tensorflow.experimental.numpy as tnp
 import tf_keras as keras
 from transformers import SamConfig
 
 from keras_sam.common import training_objective
+from keras_sam.common.clicks import NO_CLICK, error_clicks
 from keras_sam.common.adaptation_options import (DEFAULT_ADAPTER_RATIO, DEFAULT_LORA_RANK, DEFAULT_LORA_TARGETS,
                                                  check_method)
 from keras_sam.common.training_options import TrainingOptions, auto
@@ -23,11 +25,15 @@ from keras_sam.tfkeras.metrics import DiceScore, IoUScore, OnProbabilities
 from keras_sam.tfkeras.optimizers import FusedAdam
 from keras_sam.common.storage import atomic_directory
 from keras_sam.tfkeras.tf_sam_patches import patch_tf_sam
+from keras_sam.common.trained_prompt import record_trained_prompt, trained_prompt_of
 
 IMAGE_INPUTS = ("pixel_values", "image_embeddings")
 PROMPT_DTYPES = {"input_boxes": tf.float32, "input_points": tf.float32, "input_labels": tf.int32,
                  "input_masks": tf.float32}
 PROMPT_INPUTS = tuple(PROMPT_DTYPES)
+CLICK_INPUTS = ("click_rounds", "click_seed", "click_extent")
+# The training clicker's ops in this family: TensorFlow's NumPy API with TensorFlow's cast.
+CLICK_OPS = training_objective.NamespaceWith(tnp, cast=tf.cast)
 SEVERAL_PROMPT_SETS = (
     "{name} holds {count} prompt sets per row; SamSegmenter takes one per row. Put several prompts "
     "on one image in several rows (they may share one image embedding).")
@@ -68,7 +74,8 @@ class SamSegmenter(TrainingOptions, keras.Model):
     - any of `input_boxes` (B, 4) or (B, 1, 4), `input_points` (B, N, 2) or (B, 1, N, 2) with
       `input_labels` (B, N) or (B, 1, N) (1 inside, 0 outside; all 1 when left out), and
       `input_masks` (B, H, W) or (B, 1, H, W) on the logits grid. Coordinates are in the padded
-      model input's pixels, as the processor returns them.
+      model input's pixels, as the processor returns them. None of them is SAM's empty prompt,
+      what a model fine-tuned with `PromptOptions(kind="none")` takes (`trained_prompt`).
 
     Calling the model (and `predict`) returns a dict: "mask_logits" (B, M, H, W) on the
     low-resolution grid (256x256 for the released models), M = 1, or 3 with `multimask_output`,
@@ -193,6 +200,18 @@ class SamSegmenter(TrainingOptions, keras.Model):
             self.train_function = self.test_function = self.predict_function = None
         return self
 
+    @property
+    def trained_prompt(self):
+        """The prompt kind the model was fine-tuned with ("box", "none", ...; None if unrecorded).
+
+        Kept in the SAM config, so `save_pretrained` and `model.save` carry it; segmenting with no
+        prompt warns unless it is "none" (keras_sam.common.trained_prompt)."""
+        return trained_prompt_of(self.sam.config)
+
+    @trained_prompt.setter
+    def trained_prompt(self, kind):
+        record_trained_prompt(self.sam.config, kind)
+
     # ----------------------------------------------------------------- encoder adaptation
     def adapt(self, method, *, rank=DEFAULT_LORA_RANK, targets=DEFAULT_LORA_TARGETS, alpha=None,
               ratio=DEFAULT_ADAPTER_RATIO):
@@ -262,10 +281,6 @@ class SamSegmenter(TrainingOptions, keras.Model):
                 "give exactly one of pixel_values and image_embeddings; got "
                 f"{', '.join(images) if images else 'neither'}"
             )
-        if not any(inputs.get(key) is not None for key in ("input_boxes", "input_points", "input_masks")):
-            raise ValueError(
-                "no prompt: give input_boxes, input_points (with input_labels) or input_masks"
-            )
         if inputs.get("input_labels") is not None and inputs.get("input_points") is None:
             raise ValueError("input_labels given without input_points")
         args = {"pixel_values": None, "image_embeddings": None}
@@ -320,16 +335,20 @@ class SamSegmenter(TrainingOptions, keras.Model):
         scores = tf.reshape(output.iou_scores[:, 0], (-1, num_masks))
         return {"mask_logits": tf.cast(logits, tf.float32), "iou_scores": tf.cast(scores, tf.float32)}
 
-    def segment(self, image, *, boxes=(), points=(), labels=None, best=True):
+    def segment(self, image, *, boxes=(), points=(), labels=None, mask_input=None, best=True):
         """Masks for one image at its own resolution, from prompts in its own pixels.
 
         `keras_sam.common.inference.segment_image(self, image, ...)`: the image is embedded once, then
-        one mask is predicted per box (or one for the points alone).
+        one mask is predicted per box (or one for the clicks, the previous mask, or no prompt,
+        which warns unless the model was fine-tuned with `--prompt none`).
 
         Args:
             image: (H, W, 3) uint8 RGB array.
             boxes: (x0, y0, x1, y1) boxes in image pixels.
-            points: (x, y) points in image pixels; labels one per point, 1 inside, 0 outside.
+            points: (x, y) clicks in image pixels; labels one per click, 1 inside (positive), 0
+                outside (negative).
+            mask_input: a previous mask to refine: the (G, G) logits a previous call returned
+                (`result.logits[0]`), or a boolean mask at the image's size.
             best: only the mask with the highest predicted IoU per prompt.
 
         Returns:
@@ -346,7 +365,8 @@ class SamSegmenter(TrainingOptions, keras.Model):
             return SegmentationOutput(**self(image, training=False))
         from keras_sam.common.inference import segment_image
 
-        return segment_image(self, image, boxes=boxes, points=points, labels=labels, best=best)
+        return segment_image(self, image, boxes=boxes, points=points, labels=labels, mask_input=mask_input,
+                             best=best)
 
     @property
     def processor(self):
@@ -515,19 +535,135 @@ class SamSegmenter(TrainingOptions, keras.Model):
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        x, y, sample_weight = self._click_rounds(x, y, sample_weight)
         if self._class_weights is not None:
             sample_weight = self._with_class_weights(y, sample_weight)
         with tf.GradientTape() as tape:
-            y_pred = self(x, training=True)
+            y_pred = self._predict_rounds(x, training=True)
             loss = self.compute_loss(x, y, y_pred, sample_weight)
-        self.optimizer.minimize(loss, self.trainable_variables, tape=tape)
+        self.optimizer.minimize(loss, self._variables_trained(x), tape=tape)
         return self.compute_metrics(x, y, y_pred, sample_weight)
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        y_pred = self(x, training=False)
+        x, y, sample_weight = self._click_rounds(x, y, sample_weight)
+        y_pred = self._predict_rounds(x, training=False)
         self.compute_loss(x, y, y_pred, sample_weight)
         return self.compute_metrics(x, y, y_pred, sample_weight)
+
+    def _variables_trained(self, x):
+        """The trainable variables, less (with clicks, which prompt no box) the box corners'
+        embeddings, which then get no gradient (TensorFlow would warn at every trace)."""
+        if not isinstance(x, list):
+            return self.trainable_variables
+        corners = {id(weight) for weight in self.sam.prompt_encoder.point_embed[2:]}
+        return [variable for variable in self.trainable_variables if id(variable) not in corners]
+
+    def _click_rounds(self, x, y, sample_weight):
+        """Without clicks, (x, y, sample_weight) as they are. With clicks (see `click_prompts`), a
+        list of the rounds' inputs, with the targets and weights repeated once per round: the loss
+        and the metrics (the logged dice) see both trained predictions of every sample."""
+        rounds = self.click_prompts(x, y)
+        if rounds is x:
+            return x, y, sample_weight
+
+        def repeat(value):
+            return None if value is None else tf.concat([value] * len(rounds), axis=0)
+        return rounds, repeat(y), repeat(sample_weight)
+
+    def _predict_rounds(self, x, training):
+        """The model's output for x, or for each round of a list of rounds, joined along the batch."""
+        if not isinstance(x, list):
+            return self(x, training=training)
+        outputs = [self(inputs, training=training) for inputs in x]
+        return {key: tf.concat([output[key] for output in outputs], axis=0) for key in outputs[0]}
+
+    def click_prompts(self, x, y):
+        """Corrective-click training: the prompts of each sample's last round, from its own errors.
+
+        Batches of `build_dataset(..., prompts=PromptOptions(kind="clicks"))` carry no prompt but
+        "click_rounds" (B, R), 1 for each of a sample's r corrective rounds, "click_seed" (B, 2)
+        and "click_extent" (B, 2), the image's width and height on the logits grid (clicks stay
+        off the padding). In the graph, with no gradient:
+
+        1. a first click, positive, at a random pixel well inside the lesion
+           (`keras_sam.common.clicks.error_clicks` on an empty prediction), predicts a mask;
+        2. each round adds one click from that sample's current error (positive in a missed part,
+           negative on a false positive, well inside the larger error, drawn at random) and
+           predicts again with the previous mask's logits as `input_masks`.
+
+        Two predictions train, each from inputs made here and predicted by the caller under the
+        gradient tape: the first click's alone (no mask: how every interaction starts, and what
+        Dice after 1 click scores) and the sample's last round, its first click and r corrective
+        clicks (points padded with SAM's "not a point" label, -1, up to the batch's most rounds)
+        with the mask predicted before its last click. The rounds in between only make the last
+        round's inputs and take no gradient, as in RITM's iterative training: a step costs two
+        backward passes whatever the rounds, where unrolling the gradient through every round
+        would keep every round's activations and multiply the backward pass by the rounds.
+
+        Inputs without "click_rounds" are returned as they are.
+
+        Args:
+            x: the input dict; y: (B, G, G) binary targets.
+
+        Returns:
+            [first, last], two input dicts: the image with "input_points" (B, 1, 2) and
+            "input_labels" (B, 1); and the image with "input_points" (B, 1 + R', 2),
+            "input_labels" (B, 1 + R') and "input_masks" (B, G, G), R' the batch's most rounds.
+        """
+        if not isinstance(x, Mapping) or "click_rounds" not in x:
+            return x
+        x = dict(x)
+        rounds = tf.reduce_sum(tf.cast(x.pop("click_rounds"), tf.int32), axis=-1)  # (B,)
+        seed = tf.cast(x.pop("click_seed"), tf.int64)
+        # One seed for the batch, from its samples' seeds: each round's noise folds in the round.
+        seed = tf.stack([tf.reduce_sum(seed[:, 0]), tf.reduce_sum(seed[:, 1])]) % 2**31
+        truth = self._targets(y)
+        extent = tf.cast(x.pop("click_extent"), tf.float32)
+        centres = tf.range(self.mask_grid, dtype=tf.float32) + 0.5
+        valid = tf.cast((centres[None, :, None] < extent[:, 1, None, None])
+                        & (centres[None, None, :] < extent[:, 0, None, None]), tf.float32)
+        image = {key: x[key] for key in IMAGE_INPUTS if x.get(key) is not None}
+        to_model = float(self.sam.config.vision_config.image_size) / self.mask_grid
+        most = tf.reduce_max(rounds)
+        slots = most + 1
+        batch = tf.shape(truth)[0]
+
+        def click(step, logits, active=None):
+            noise = tf.random.stateless_uniform(tf.shape(truth), seed=tf.random.experimental.stateless_fold_in(
+                seed, tf.cast(step, tf.int64)))
+            return error_clicks(CLICK_OPS, truth, logits, noise, active=active, valid=valid)
+
+        def put(points, labels, step, new_points, new_labels):
+            slot = tf.range(slots) == step  # (slots,)
+            return (tf.where(slot[None, :, None], new_points[:, None, :], points),
+                    tf.where(slot[None, :], new_labels[:, None], labels))
+
+        def predict(points, labels, masks=None):
+            inputs = dict(image, input_points=points * to_model, input_labels=labels)
+            if masks is not None:
+                inputs["input_masks"] = masks
+            return tf.stop_gradient(best_mask_logits(self(inputs, training=False)))
+
+        points = tf.zeros(tf.stack([batch, slots, 2]), tf.float32)
+        labels = tf.fill(tf.stack([batch, slots]), tf.constant(NO_CLICK, tf.int32))
+        first_points, first_labels = click(0, -tf.ones_like(truth))
+        points, labels = put(points, labels, 0, first_points, first_labels)
+        first = dict(image, input_points=first_points[:, None] * to_model, input_labels=first_labels[:, None])
+        current = predict(first_points[:, None], first_labels[:, None])
+
+        def one_round(step, points, labels, current):
+            new_points, new_labels = click(step, current, active=step <= rounds)
+            points, labels = put(points, labels, step, new_points, new_labels)
+            refined = predict(points, labels, current)
+            current = tf.where((step < rounds)[:, None, None], refined, current)
+            return step + 1, points, labels, current
+
+        _, points, labels, current = tf.while_loop(
+            lambda step, *_: step < most, one_round, (tf.constant(1), points, labels, current))
+        new_points, new_labels = click(most, current, active=most <= rounds)
+        points, labels = put(points, labels, most, new_points, new_labels)
+        return [first, dict(image, input_points=points * to_model, input_labels=labels, input_masks=current)]
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None):
         """The compiled loss on the trained mask, plus the IoU head's mean-squared error.

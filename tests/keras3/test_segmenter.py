@@ -123,3 +123,46 @@ def test_the_keras3_model_saved_before_the_layout_change_loads_and_predicts_the_
         for key in ("mask_logits", "iou_scores"):
             np.testing.assert_allclose(keras.ops.convert_to_numpy(predicted[key]), saved[f"keras3_{key}"],
                                        atol=1e-5, rtol=0, err_msg=key)
+
+
+class RandomEncoder:
+    """Image embeddings of the tiny model's shape without running (and compiling) an encoder:
+    the decoder's training is what is tested."""
+
+    embedding_shape = (32, 16, 16)
+    encoder_dtype = "float32"
+    encoder_weights = [np.zeros(1, np.float32)]
+
+    def image_embeddings(self, pixels):
+        rng = np.random.default_rng(int(np.abs(pixels).sum() * 1000) % 2**32)
+        return rng.normal(size=(len(pixels), *self.embedding_shape)).astype(np.float32)
+
+    def trace_image_embeddings(self, batch_size):
+        pass
+
+
+def test_corrective_clicks_train_in_fit_with_the_shared_clicker(tmp_path):
+    """PromptOptions(kind="clicks") batches: the clicks come from keras_sam.common.clicks, the
+    arithmetic the tf-keras family shares, inside the traced step."""
+    from keras_sam.common.configs import processor_for_config
+    from keras_sam.data import (PromptOptions, build_dataset, cache_embeddings, find_records, read_lesions,
+                                write_busi_phantoms)
+    from keras_sam.common.embeddings import EmbeddingCache
+
+    root = write_busi_phantoms(str(tmp_path / "busi"), counts={"benign": 2, "malignant": 1}, seed=0)
+    lesions = read_lesions(find_records(root), progress=False).lesions[:2]
+    processor = processor_for_config(tiny_sam_config())
+    cache = EmbeddingCache(RandomEncoder())
+    cache_embeddings(lesions, processor, cache, progress=False)
+    dataset = build_dataset(lesions, processor, batch_size=2, prompts=PromptOptions("clicks", click_rounds=1),
+                            epochs=(0, 1), embeddings=cache)
+    keras.utils.set_random_seed(0)
+    model = SamSegmenter.from_sam_config(tiny_sam_config())
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=DiceLoss())
+    before = weights_of(model.mask_decoder)
+    history = model.fit(dataset, epochs=1, verbose=0).history  # the rounds run in the traced step
+    assert np.isfinite(history["loss"][0])
+    assert any(not np.array_equal(a, b) for a, b in zip(before, weights_of(model.mask_decoder)))
+    inputs, _ = next(iter(dataset))
+    with pytest.raises(ValueError, match="drawn from the targets"):  # predict has no targets to click from
+        model({key: np.asarray(value) for key, value in inputs.items()})
