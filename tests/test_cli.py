@@ -177,6 +177,8 @@ BAD_INPUTS = [
     (["evaluate", "--data", "{empty}", "--model", "tiny", "--output", "{out}"], None, "no known layout"),
     (["finetune", "--demo", "--prompt", "clicks", "--click-rounds", "0", "--output", "{out}"], None,
      "--click-rounds must be at least 1 .*the default is"),
+    (["finetune", "--demo", "--click-rounds", "3", "--output", "{out}"], None,
+     "--click-rounds 3 sets the corrective rounds of --prompt clicks; this run's prompt is box"),
     (["evaluate", "--data", "{data}", "--model", "tiny", "--clicks", "51", "--output", "{out}"], None,
      "--clicks must be between 0 .* and 50"),
 ]
@@ -242,6 +244,16 @@ def test_evaluate_warns_when_nothing_says_what_the_model_was_trained_on(run, pha
     assert "warning: scoring every lesion in" in capsys.readouterr().out
     lesions = sum(json.load(open(os.path.join(output, "metrics.json")))["counts"]["splits"].values())
     assert json.load(open(tmp_path / "e" / "metrics.json"))["counts"]["lesions"] == lesions
+
+
+def test_evaluate_with_no_prompt_warns_for_a_box_trained_model_and_says_when_no_normal_image_is_left(
+        run, phantom_dir, tmp_path, capsys):
+    output, _ = run  # a box run, split without its normal images
+    with pytest.warns(UserWarning, match="segmenting with no prompt, but this model was fine-tuned with box"):
+        assert main(["evaluate", "--model", output, "--data", phantom_dir, "--prompt", "none", "--include-normal",
+                     "--output", str(tmp_path / "e")]) == 0
+    assert "warning: --include-normal found no image without a lesion to score in the test split" in (
+        capsys.readouterr().out)
 
 
 def test_predict_takes_several_images_writes_candidates_and_records_the_prompts(run, phantom_dir, tmp_path):

@@ -11,6 +11,7 @@
 import argparse
 import importlib
 import sys
+import warnings
 
 from keras_sam import __version__
 from keras_sam.common.adaptation_options import (ADAPT_METHODS, DEFAULT_ADAPT, DEFAULT_LORA_RANK, DEFAULT_LORA_TARGETS,
@@ -184,12 +185,12 @@ def build_parser():
                                "click inside the lesion then corrective clicks on the model's errors "
                                "(scored by Dice after 1..20 simulated clicks and NoC@85/90); none: SAM's "
                                "empty prompt (the sample is the image, the target all its lesions)")
-    finetune.add_argument("--click-rounds", default=DEFAULT_CLICK_ROUNDS,
+    finetune.add_argument("--click-rounds", default=None,
                           type=_number("--click-rounds", "whole number", lambda value: value >= 1,
                                        "at least 1 (each sample takes 1 to that many corrective clicks; "
                                        f"the default is {DEFAULT_CLICK_ROUNDS})"),
                           help="with --prompt clicks, the most corrective rounds a training sample gets "
-                               "(each draws 1 to this many anew each epoch); default %(default)s")
+                               f"(each draws 1 to this many anew each epoch); default {DEFAULT_CLICK_ROUNDS}")
     finetune.add_argument("--include-normal", action="store_true",
                           help="with --prompt none: also train and score on the images without a lesion "
                                "(BUSI's normal/ class), whose target is empty")
@@ -302,6 +303,8 @@ def _run(command, args, native_logs_filtered):
     check_before_loading(command, args)
     prefer_reusing_allocator()
     quiet_tensorflow(native=native_logs_filtered)
+    if native_logs_filtered:  # the console script (in-process calls keep the caller's warning handling)
+        warnings.showwarning = _show_warning
     module, function = COMMANDS[command].split(":")
     return getattr(importlib.import_module(module), function)(args)
 
@@ -321,6 +324,11 @@ def main(argv=None):
             raise
         print(f"keras-sam: error: {error}", file=sys.stderr)
         return sys.exit(status) if status == EXIT_USAGE else status
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    """The library's warnings as the command line's own: one `warning: ...` line, no source line."""
+    print(f"warning: {message}", file=sys.stdout if file is None else file)
 
 
 def _status_of(error):

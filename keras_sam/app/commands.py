@@ -21,6 +21,7 @@ from keras_sam.common.hub import load_tf_sam
 from keras_sam.common.inference import PromptError, check_prompts, segment_image
 from keras_sam.common.postprocessing import probabilities_at_image_size
 from keras_sam.common.storage import write_json
+from keras_sam.common.trained_prompt import warn_if_not_trained_for_no_prompt
 from keras_sam.common.visualization import render_overlay
 
 
@@ -60,8 +61,13 @@ def run_evaluate(args):
     include_normal = args.include_normal if args.include_normal is not None else bool(
         run and run.include_normal and prompt == "none")
     if prompt == "none":  # the samples are images, each target all its lesions
+        warn_if_not_trained_for_no_prompt(model.trained_prompt)
         lesions = _image_samples(lesions, lesion_set, include_normal, args.data,
                                  manifest_path if splits and not args.all_lesions else None)
+        if include_normal and all(sample.has_lesion for sample in lesions):
+            print("warning: --include-normal found no image without a lesion to score"
+                  + (f" in the test split of {manifest_path} (its run was split without them; --all-lesions "
+                     "scores every normal image in --data)" if splits and not args.all_lesions else f" in {args.data}"))
     elif include_normal:
         raise UsageError(f"--include-normal scores images without a lesion, which have no {prompt} prompt: "
                          "use it with --prompt none")

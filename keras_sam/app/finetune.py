@@ -368,6 +368,9 @@ def _finish(settings, run, plan, evaluation, before):
     if kept:
         metrics["kept_epoch"] = kept[0]
     counts = plan.lesion_set.counts()
+    if settings.include_normal:  # the normal images were samples (with an empty target), not left out
+        for label, numbers in counts["per_class"].items():
+            numbers["empty_target_images"] = numbers.pop("empty_mask_images_left_out")
     counts["splits"] = {name: len(lesions) for name, lesions in plan.splits.items()}
     metrics["prompts"] = {"kind": settings.prompt, "jitter": settings.jitter, "seed": settings.seed,
                           **({"include_normal": True} if settings.include_normal else {})}
@@ -389,7 +392,8 @@ def _finish(settings, run, plan, evaluation, before):
     print(f"Metrics:  {run.metrics}")
     print(f"Logs:     tensorboard --logdir {run.logs}")
     if settings.demo:
-        print("'before' is the pretrained model as shipped, 'box_baseline' the prompt box filled in.")
+        print("'before' is the pretrained model as shipped"
+              + (", 'box_baseline' the prompt box filled in." if "box_baseline" in metrics.get("test", {}) else "."))
     if settings.prompt == "clicks":
         print("The dice and iou rows score each model prompted by its box; the clicks table, by simulated "
               f"clicks (Dice against clicks: {os.path.join(run.path, 'clicks.png')}).")

@@ -144,9 +144,13 @@ def resolve(args):
         nsd_tolerance=args.nsd_tolerance,
         units=args.units,
         adapt=args.adapt, lora_rank=args.lora_rank, lora_targets=_lora_targets(args.lora_targets),
-        recompute=args.recompute, click_rounds=args.click_rounds,
+        recompute=args.recompute,
+        click_rounds=DEFAULT_CLICK_ROUNDS if args.click_rounds is None else args.click_rounds,
         include_normal=args.include_normal,
     )
+    if args.click_rounds is not None and settings.prompt != "clicks":
+        raise UsageError(f"--click-rounds {args.click_rounds} sets the corrective rounds of --prompt clicks; "
+                         f"this run's prompt is {settings.prompt}: add --prompt clicks or drop --click-rounds")
     _check(settings)
     return settings, output
 
