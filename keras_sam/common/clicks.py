@@ -14,8 +14,8 @@ on a missed part of the lesion, negative (label 0) on a false positive.
   `ClickOps`): the tf-keras family passes TensorFlow's NumPy API, the Keras 3 family `keras.ops`.
   Connected components and exact distance transforms are costly in a graph, so it approximates:
   the larger kind of error by area (missed or false positive), the depth of each error pixel by
-  repeated 3x3 erosion, and a random pixel among the deeper half of that error (the randomness SAM's
-  training clicks have).
+  repeated 3x3 erosion, and a random one of that error's deepest pixels (as deep as the scoring's
+  interior-most pixel, with the randomness SAM's training clicks have where several tie).
 
 Coordinates: points are (x, y) at pixel centres (column + 0.5, row + 0.5) of the mask they come from.
 """
@@ -240,13 +240,13 @@ def error_depth(ops, region, steps=DEPTH_STEPS):
     return depth
 
 
-def error_clicks(ops, truth, logits, noise, *, active=None, valid=None, steps=DEPTH_STEPS, depth_share=0.5):
+def error_clicks(ops, truth, logits, noise, *, active=None, valid=None, steps=DEPTH_STEPS, depth_share=1.0):
     """One corrective click per sample, from the current prediction's error, in the graph.
 
     The larger error by area (missed lesion, or false positive) is clicked, at a pixel drawn
-    uniformly, by `noise`, among its pixels at least half as deep as its deepest (depth by repeated
-    3x3 erosion, `error_depth`): well inside the error, away from its border, not always the same
-    pixel. Ties in area go to the missed lesion.
+    uniformly, by `noise`, among its deepest pixels by default (depth by repeated 3x3 erosion,
+    `error_depth`): well inside the error, away from its border, as the scoring's user clicks, and
+    not always the same pixel where several are as deep. Ties in area go to the missed lesion.
 
     Args:
         ops: a ClickOps.
@@ -259,7 +259,8 @@ def error_clicks(ops, truth, logits, noise, *, active=None, valid=None, steps=DE
         valid: optional (B, G, G) 0/1 where clicks may go (the image without its padding).
         steps: erosions that measure depth.
         depth_share: clicks go among the error's pixels at least this share of its deepest
-            pixel's depth (1: only the deepest, as the scoring protocol's user clicks).
+            pixel's depth (1, the default: only the deepest, as the scoring protocol's user
+            clicks; 0.5 put many training clicks on an error's rim and scored worse, README).
 
     Returns:
         (points, labels): points (B, 2) float32 (x, y) at pixel centres of the grid, labels (B,)

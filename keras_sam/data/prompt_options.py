@@ -5,7 +5,7 @@ import dataclasses
 
 PROMPT_KINDS = ("box", "points", "box+points", "clicks", "none")
 
-DEFAULT_CLICK_ROUNDS = 4
+DEFAULT_CLICK_ROUNDS = 8
 """Corrective rounds a clicks-trained sample gets at most (each sample draws 1..this many)."""
 
 
