@@ -162,10 +162,11 @@ def run_predict(args):
             check_prompts(image.shape[:2], args.box, [p[:2] for p in args.point], [p[2] for p in args.point])
             if previous is not None and previous.shape != image.shape[:2]:
                 raise PromptError(f"--mask-input {args.mask_input} is {previous.shape[1]}x{previous.shape[0]} but "
-                                  f"the image is {image.shape[1]}x{image.shape[0]}")
+                                  f"the image is {image.shape[1]}x{image.shape[0]}: give the mask predict wrote "
+                                  "for this image (mask_*.png)")
         except PromptError as error:
             if len(paths) == 1:
-                raise UsageError(f"--box/--point on {path}: {error}") from error
+                raise UsageError(f"{path}: {error}") from error
             print(f"warning: {path} left out: {error}")
             continue
         images.append((path, image))
