@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pytest
+from cli_errors import error_of
 from transformers import TFSamModel
 
 from keras_sam.app.cli import main
@@ -14,15 +15,6 @@ from keras_sam.app.model_source import load_segmenter
 def finetune(phantom_dir, output, *extra):
     return ["finetune", "--data", phantom_dir, "--model", "tiny", "--output", output, "--epochs", "1",
             "--batch-size", "4", "--val-split", "0.25", "--test-split", "0.25", *extra]
-
-
-def error_of(argv, capsys):
-    with pytest.raises(SystemExit) as raised:
-        main(argv)
-    err = capsys.readouterr().err.strip()
-    assert raised.value.code == 2
-    assert "Traceback" not in err and err.count("keras-sam: error:") == 1, err
-    return err.splitlines()[-1]
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 from PIL import Image
+from cli_errors import error_of
 from transformers import TFSamModel
 
 from keras_sam.app.cli import main
@@ -96,18 +97,6 @@ def test_evaluate_scores_simulated_corrective_clicks(run, phantom_dir, tmp_path)
     assert np.mean([float(row["dice_at_1"]) for row in rows]) == pytest.approx(clicks["dice_at"][0], abs=1e-6)
     assert np.mean([int(row["noc90"]) for row in rows]) == pytest.approx(clicks["noc90"])
     assert (evaluation / "clicks.png").exists()
-
-
-def error_of(argv, capsys):
-    with pytest.raises(SystemExit) as raised:
-        main(argv)
-    err = capsys.readouterr().err.strip()
-    assert raised.value.code == 2
-    # Progress bars may come first; the error itself is one line, the last, and no traceback.
-    assert "Traceback" not in err and err.count("keras-sam: error:") == 1, err
-    last = err.splitlines()[-1]
-    assert last.startswith("keras-sam: error:"), err
-    return last
 
 
 def _damaged(relative, content):
