@@ -55,25 +55,26 @@ class BackendFile(pytest.File):
         for node in tree.body:
             if isinstance(node, ast.FunctionDef) and node.name.startswith("test"):
                 for backend in BACKENDS:
-                    yield BackendItem.from_parent(self, name=f"{node.name}[{backend}]", function=node.name,
+                    yield BackendItem.from_parent(self, name=f"{node.name}[{backend}]", function_name=node.name,
                                                   backend=backend)
 
 
 class BackendItem(pytest.Item):
     """One test function under one backend; its outcome is read from that backend's run."""
 
-    def __init__(self, *, function, backend, **kwargs):
+    def __init__(self, *, function_name, backend, **kwargs):
         super().__init__(**kwargs)
-        self.function, self.backend = function, backend
+        # Not `function`: pytest's -k reads an item's `function` as the test's function object.
+        self.function_name, self.backend = function_name, backend
         self.add_marker(pytest.mark.slow)
 
     def runtest(self):
         if importlib.util.find_spec("keras_hub") is None:
             pytest.skip("the Keras 3 family needs keras-hub (pip install 'keras-sam[keras3]')")
         cases, output = _results(self.path, self.backend)
-        mine = {name: outcome for name, outcome in cases.items() if name.split("[")[0] == self.function}
+        mine = {name: outcome for name, outcome in cases.items() if name.split("[")[0] == self.function_name}
         if not mine:
-            pytest.fail(f"no result for {self.function} on {self.backend}; its run printed:\n{output[-3000:]}",
+            pytest.fail(f"no result for {self.function_name} on {self.backend}; its run printed:\n{output[-3000:]}",
                         pytrace=False)
         failed = {name: text for name, (outcome, text) in mine.items() if outcome == "failed"}
         if failed:
@@ -83,7 +84,7 @@ class BackendItem(pytest.Item):
             pytest.skip(next(iter(mine.values()))[1])
 
     def reportinfo(self):
-        return self.path, None, f"{self.function}[{self.backend}]"
+        return self.path, None, f"{self.function_name}[{self.backend}]"
 
 
 _RUNS = {}
