@@ -3,10 +3,11 @@
 import json
 import sys
 
-import tensorflow as tf
+from two_cpus import split_the_cpu_in_two
 
-cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+split_the_cpu_in_two()
+
+import tensorflow as tf  # noqa: E402
 
 import tf_keras as keras  # noqa: E402
 from transformers import TFSamModel  # noqa: E402

@@ -16,10 +16,10 @@ os.environ.pop("TF_USE_LEGACY_KERAS", None)
 if backend == "jax":
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
 else:
-    import tensorflow as tf
+    from two_cpus import split_the_cpu_in_two
 
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    split_the_cpu_in_two()
+    import tensorflow as tf
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
