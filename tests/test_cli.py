@@ -292,6 +292,7 @@ def test_a_run_trained_with_points_is_scored_with_points(phantom_dir, tmp_path):
     assert set(metrics["test"]) == {"finetuned", "before"}  # no box was drawn, so no box baseline
     rows = list(csv.DictReader(open(os.path.join(output, "test_lesions.csv"))))
     assert rows and all(row["points"] and row["labels"] and not row["box"] for row in rows)
+    assert "predicts_lesion" not in rows[0] and "dice_at_1" not in rows[0]  # no-prompt and click columns absent
 
 
 def test_predict_on_a_folder_leaves_out_the_images_its_box_does_not_fit(run, phantom_dir, tmp_path, capsys):

@@ -11,18 +11,20 @@ from keras_sam.common.storage import atomic_file
 from keras_sam.common.visualization import click_curves_figure, figure_to_array, render_overlay, tile
 
 CSV_COLUMNS = ["image", "mask", "label", "dice", "iou", "predicted_iou", "box_dice", "box_iou", "box", "points",
-               "labels", "hd95", "nsd", "box_hd95", "box_nsd", "surface_unit", "nsd_tolerance", "lesions",
-               "predicted_area_share", "predicts_lesion"]
+               "labels", "hd95", "nsd", "box_hd95", "box_nsd", "surface_unit", "nsd_tolerance"]
+NO_PROMPT_COLUMNS = ["lesions", "predicted_area_share", "predicts_lesion"]
 CLICK_COLUMNS = ["dice_at_1", "dice_at_3", "dice_at_5", "noc85", "noc90"]
 
 
 def write_lesion_csv(path, rows):
     """One line per lesion: paths, class, Dice, IoU, HD95 and NSD of the model and of the prompt box,
-    the unit of HD95 and of the NSD tolerance, and the prompts; where clicks were simulated, Dice
-    after 1, 3 and 5 clicks and NoC@85/90 (CLICK_COLUMNS)."""
+    the unit of HD95 and of the NSD tolerance, and the prompts; for whole images scored with no
+    prompt, their lesion count, the share of the image predicted and whether that counts as a lesion
+    (NO_PROMPT_COLUMNS); where clicks were simulated, Dice after 1, 3 and 5 clicks and NoC@85/90
+    (CLICK_COLUMNS). The optional columns appear only when the rows carry them."""
     with atomic_file(path, newline="") as handle:
-        clicks = [name for name in CLICK_COLUMNS if rows and name in rows[0]]
-        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS + clicks, extrasaction="ignore")
+        optional = [name for name in NO_PROMPT_COLUMNS + CLICK_COLUMNS if rows and any(name in row for row in rows)]
+        writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS + optional, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
 
