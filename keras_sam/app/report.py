@@ -30,7 +30,8 @@ def write_lesion_csv(path, rows):
 
 
 def best_and_worst_grid(path, rows, masks, count=4, side=256):
-    """Saves a PNG: the `count` best cases on the top row, the `count` worst below, by Dice.
+    """Saves a PNG: the `count` best cases on the top row, the `count` worst below, by Dice, each
+    panel labelled with its rank ("best 1", "worst 1" the lowest), class and Dice.
 
     Args:
         path: the PNG to write.
@@ -40,15 +41,17 @@ def best_and_worst_grid(path, rows, masks, count=4, side=256):
         return
     order = np.argsort([row["dice"] for row in rows])
     chosen = list(order[::-1][:count]) + list(order[:count])
+    shown = min(count, len(rows))
+    ranks = [f"best {rank}" for rank in range(1, shown + 1)] + [f"worst {rank}" for rank in range(1, shown + 1)]
     panels = []
-    for index in chosen:
+    for index, rank in zip(chosen, ranks):
         row = rows[index]
         image = load_image(row["image"])
         truth = np.zeros(image.shape[:2], bool)
         for mask_path in row.get("masks", [row["mask"]]):  # an image's lesions together (no prompt)
             truth |= load_mask(mask_path, image.shape[:2])
         overlay = render_overlay(image, masks[row["id"]], truth, row.get("box"), points=row.get("points"),
-                                 labels=row.get("labels"), text=f"{row['label']} Dice {row['dice']:.3f}")
+                                 labels=row.get("labels"), text=f"{rank}: {row['label']} Dice {row['dice']:.3f}")
         panels.append(_fit_square(overlay, side))
     with atomic_file(path, "wb") as handle:
         Image.fromarray(tile(panels, columns=min(count, len(panels)))).save(handle, format="PNG")
