@@ -114,35 +114,6 @@ def test_the_training_clicker_clicks_deep_inside_the_larger_error_by_its_kind(fa
     assert np.asarray(labels)[1] == clicks.NO_CLICK
 
 
-@pytest.mark.parametrize("family", ["numpy", "tensorflow"])
-def test_a_perturbed_mask_is_the_target_with_one_side_moved_and_the_models_own_magnitudes(family):
-    truth = np.zeros((4, 16, 16), np.float32)
-    truth[:, 5:11, 4:12] = 1  # rows 5-10, columns 4-11
-    logits = np.where(truth > 0, 3.0, -2.0).astype(np.float32)
-    logits[:, 0, 0] = 7.0  # the model's own mask has a false positive pixel
-    draw = np.array([[0.1, 0.3, 0.1],    # < share/2: pushed out, 1 + int(0.3 * 6) = 2 cells, side 0 (down)
-                     [0.4, 0.4, 0.6],    # < share: pulled in, 3 cells, side 2 (moved right: the left side in)
-                     [0.9, 0.9, 0.9],    # above share: the model's own mask
-                     [0.2, 0.0, 0.99]],  # pushed out 1 cell, side 3 (moved left: the left side out)
-                    np.float32)
-    if family == "numpy":
-        ops, args = clicks.numpy_click_ops, (truth, logits, draw)
-    else:
-        ops = NamespaceWith(tnp, cast=tf.cast)
-        args = tuple(tf.constant(value) for value in (truth, logits, draw))
-    perturbed = np.asarray(clicks.perturbed_masks(ops, *args, share=0.5, most_cells=6))
-    expected = truth.astype(bool).copy()
-    expected[0, 11:13, 4:12] = True  # two more rows below
-    expected[1, :, 4:7] = False  # three columns fewer on the left
-    expected[2] = logits[2] > 0  # the model's own, false positive included
-    expected[3, 5:11, 3] = True  # one more column on the left
-    np.testing.assert_array_equal(perturbed > 0, expected)
-    np.testing.assert_array_equal(np.abs(perturbed), np.abs(logits))  # the model's own magnitudes
-    # share 0 keeps every sample's own mask
-    kept = np.asarray(clicks.perturbed_masks(ops, *args, share=0.0))
-    np.testing.assert_array_equal(kept, logits)
-
-
 def test_feeding_the_previous_mask_back_changes_the_output():
     model = tiny_segmenter(seed=4)
     embeddings = tf.random.stateless_normal((2, *model.embedding_shape), seed=(1, 2))

@@ -16,8 +16,6 @@ on a missed part of the lesion, negative (label 0) on a false positive.
   the larger kind of error by area (missed or false positive), the depth of each error pixel by
   repeated 3x3 erosion, and a random one of that error's deepest pixels (as deep as the scoring's
   interior-most pixel, with the randomness SAM's training clicks have where several tie).
-  `perturbed_masks` gives some samples' last round a target with one side pushed out or pulled in
-  to correct, so that the model also learns to take back large errors.
 
 Coordinates: points are (x, y) at pixel centres (column + 0.5, row + 0.5) of the mask they come from.
 """
@@ -201,9 +199,9 @@ def lesion_click_columns(dice_row, shown=(1, 3, 5)):
 
 # ----------------------------------------------------------------- the training clicker, in the graph
 class ClickOps(Protocol):
-    """The ops `error_clicks` and `perturbed_masks` use: NumPy's names (`sum`, `max`, `maximum`,
-    `minimum`, `abs`, `where`, `reshape`, `argmax`, `stack`, `pad(x, widths, mode="constant")`,
-    `ones_like`, `zeros_like`, `full_like`) plus `cast(x, dtype)`. TensorFlow's NumPy API with `cast=tf.cast` and `keras.ops`
+    """The ops `error_clicks` uses: NumPy's names (`sum`, `max`, `maximum`, `minimum`, `where`,
+    `reshape`, `argmax`, `stack`, `pad(x, widths, mode="constant")`, `ones_like`, `zeros_like`,
+    `full_like`) plus `cast(x, dtype)`. TensorFlow's NumPy API with `cast=tf.cast` and `keras.ops`
     both fit; `numpy_click_ops` is NumPy's."""
 
     def cast(self, x: Any, dtype: str) -> Any:
@@ -230,18 +228,6 @@ def _erode(ops, region):
     region = ops.minimum(ops.minimum(rows[:, :-2], rows[:, 1:-1]), rows[:, 2:])
     columns = ops.pad(region, [[0, 0], [0, 0], [1, 1]], mode="constant")
     return ops.minimum(ops.minimum(columns[:, :, :-2], columns[:, :, 1:-1]), columns[:, :, 2:])
-
-
-def _shift(ops, region, direction):
-    """(B, H, W) 0/1 floats moved one cell down (0), up (1), right (2) or left (3); background
-    comes in at the edge it leaves."""
-    if direction == 0:
-        return ops.pad(region, [[0, 0], [1, 0], [0, 0]], mode="constant")[:, :-1]
-    if direction == 1:
-        return ops.pad(region, [[0, 0], [0, 1], [0, 0]], mode="constant")[:, 1:]
-    if direction == 2:
-        return ops.pad(region, [[0, 0], [0, 0], [1, 0]], mode="constant")[:, :, :-1]
-    return ops.pad(region, [[0, 0], [0, 0], [0, 1]], mode="constant")[:, :, 1:]
 
 
 def error_depth(ops, region, steps=DEPTH_STEPS):
@@ -303,59 +289,3 @@ def error_clicks(ops, truth, logits, noise, *, active=None, valid=None, steps=DE
     if active is not None:
         labels = ops.where(active, labels, ops.full_like(kind, NO_CLICK))
     return points, labels
-
-
-PERTURBED_SHARE = 0.5
-"""The share of training samples whose last round corrects a perturbed target (`perturbed_masks`)."""
-
-PERTURBED_CELLS = 6
-"""The most grid cells `perturbed_masks` moves a target's side by."""
-
-PERTURBATION_STREAM = 10_000
-"""The number the training step folds into its seed for `perturbed_masks`' draw (the rounds' clicks
-fold in their round, 0 to the most rounds), so the two never share random values."""
-
-
-def perturbed_masks(ops, truth, logits, draw, *, share=PERTURBED_SHARE, most_cells=PERTURBED_CELLS):
-    """The mask logits a training sample's last round corrects: its own, or a perturbed target.
-
-    A model's own masks soon differ from the target by a thin rim only, so the clicks it learns
-    from are small corrections and it does not learn to take back a large error: on the demo, a
-    mask spread into a lesion's posterior shadow (dark, like the lesion) kept it through every
-    negative click on it. For `share` of the samples the mask fed back is instead the target with
-    one side (up, down, left or right, at random) pushed out (half of them: a spill into what lies
-    beside the lesion) or pulled in (the other half: a missed part) by 1 to `most_cells` cells of
-    the grid. The sample's last click is then drawn from that mask's error, so it says which band
-    to take back or add. The logits keep the model's own magnitudes, their signs set by the
-    perturbed mask, so the mask input looks like one the model made.
-
-    Args:
-        ops: a ClickOps.
-        truth: (B, G, G) 0/1 target masks.
-        logits: (B, G, G) the model's own current mask logits.
-        draw: (B, 3) uniform random values in [0, 1): the first picks pushed out, pulled in or the
-            model's own mask, the second the number of cells, the third the side.
-        share: the share of samples perturbed (0 keeps every mask).
-        most_cells: the most cells a side moves.
-
-    Returns:
-        (B, G, G) logits.
-    """
-    truth = ops.cast(truth, "float32")
-    draw = ops.cast(draw, "float32")
-    cells = ops.minimum(1 + ops.cast(draw[:, 1] * most_cells, "int32"), most_cells)
-    side = ops.minimum(ops.cast(draw[:, 2] * 4, "int32"), 3)
-    grown, shrunk = truth, truth
-    for direction in range(4):
-        moved, grown_by, shrunk_by = truth, truth, truth
-        for count in range(1, most_cells + 1):
-            moved = _shift(ops, moved, direction)
-            grown_by, shrunk_by = ops.maximum(grown_by, moved), ops.minimum(shrunk_by, moved)
-            chosen = ((cells == count) & (side == direction))[:, None, None]
-            grown = ops.where(chosen, grown_by, grown)
-            shrunk = ops.where(chosen, shrunk_by, shrunk)
-    own = ops.where(logits > 0, ops.ones_like(truth), ops.zeros_like(truth))
-    target = ops.where((draw[:, 0] < share / 2)[:, None, None], grown,
-                       ops.where((draw[:, 0] < share)[:, None, None], shrunk, own))
-    magnitude = ops.abs(ops.cast(logits, "float32"))
-    return ops.where(target > 0, magnitude, -magnitude)

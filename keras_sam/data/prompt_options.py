@@ -5,10 +5,8 @@ import dataclasses
 
 PROMPT_KINDS = ("box", "points", "box+points", "clicks", "none")
 
-DEFAULT_CLICK_ROUNDS = 4
-"""Corrective rounds a clicks-trained sample gets at most (each sample draws 1..this many). SAM
-trains with 8; with perturbed targets (keras_sam.common.clicks.perturbed_masks) 4 scored better on
-the demo and costs less (README, "Corrective clicks")."""
+DEFAULT_CLICK_ROUNDS = 8
+"""Corrective rounds a clicks-trained sample gets at most (each sample draws 1..this many)."""
 
 
 @dataclasses.dataclass(frozen=True)

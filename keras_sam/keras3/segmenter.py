@@ -19,7 +19,7 @@ from keras import ops
 
 from keras_sam.common import training_objective
 from keras_sam.common.adaptation_options import DEFAULT_LORA_RANK, DEFAULT_LORA_TARGETS, check_method, check_targets
-from keras_sam.common.clicks import PERTURBATION_STREAM, error_clicks, perturbed_masks
+from keras_sam.common.clicks import error_clicks
 from keras_sam.common.training_options import TrainingOptions, auto
 from keras_sam.common.configs import processor_for_sizes
 from keras_sam.keras3.adaptation import enable_encoder_lora, keep_only_lora_trainable
@@ -284,8 +284,7 @@ class SamSegmenter(TrainingOptions, keras.Model):
         sample's current error with the previous round's mask logits fed back, no gradient through
         the rounds. Two prompt sets train: the first click alone, and the sample's last round (its
         clicks so far, padded with SAM's "not a point" label up to the dataset's most rounds R,
-        which is static here, and the mask predicted before its last click, for half the samples
-        replaced by a perturbed target, `keras_sam.common.clicks.perturbed_masks`).
+        which is static here, and the mask predicted before its last click).
 
         The randomness of each click is a stateless hash of the sample's "click_seed" and the
         round (no random state: the same on every backend and replica, inside any trace).
@@ -329,10 +328,7 @@ class SamSegmenter(TrainingOptions, keras.Model):
         points, labels = [first_points], [first_labels]
         first = dict(image, input_points=first_points[:, None] * to_model, input_labels=first_labels[:, None])
         current = predict(first_points[:, None], first_labels[:, None])
-        draw = _hashed_noise(seed, PERTURBATION_STREAM, grid)[:, 0, :3]
         for step in range(1, most + 1):
-            # Before each sample's last click, some samples' masks become a perturbed target.
-            current = ops.where((rounds == step)[:, None, None], perturbed_masks(ops, truth, current, draw), current)
             new_points, new_labels = click(step, current, active=step <= rounds)
             points.append(new_points)
             labels.append(new_labels)

@@ -11,7 +11,7 @@ import tf_keras as keras
 from transformers import SamConfig
 
 from keras_sam.common import training_objective
-from keras_sam.common.clicks import NO_CLICK, PERTURBATION_STREAM, error_clicks, perturbed_masks
+from keras_sam.common.clicks import NO_CLICK, error_clicks
 from keras_sam.common.adaptation_options import (DEFAULT_ADAPTER_RATIO, DEFAULT_LORA_RANK, DEFAULT_LORA_TARGETS,
                                                  check_method)
 from keras_sam.common.training_options import TrainingOptions, auto
@@ -590,11 +590,7 @@ class SamSegmenter(TrainingOptions, keras.Model):
            (`keras_sam.common.clicks.error_clicks` on an empty prediction), predicts a mask;
         2. each round adds one click from that sample's current error (positive in a missed part,
            negative on a false positive, well inside the larger error, drawn at random) and
-           predicts again with the previous mask's logits as `input_masks`;
-        3. before its last click, half the samples have their mask replaced by the target with one
-           side pushed out or pulled in by 1 to 6 cells (`keras_sam.common.clicks.perturbed_masks`):
-           the last click then corrects a large error, which the model's own masks, soon off by a
-           thin rim only, rarely give it to learn.
+           predicts again with the previous mask's logits as `input_masks`.
 
         Two predictions train, each from inputs made here and predicted by the caller under the
         gradient tape: the first click's alone (no mask: how every interaction starts, and what
@@ -656,15 +652,7 @@ class SamSegmenter(TrainingOptions, keras.Model):
         first = dict(image, input_points=first_points[:, None] * to_model, input_labels=first_labels[:, None])
         current = predict(first_points[:, None], first_labels[:, None])
 
-        draw = tf.random.stateless_uniform(tf.stack([batch, 3]), seed=tf.random.experimental.stateless_fold_in(
-            seed, tf.cast(PERTURBATION_STREAM, tf.int64)))
-
-        def before_last_click(step, current):
-            """Each sample's mask, perturbed for some of them at their last click (perturbed_masks)."""
-            return tf.where((step == rounds)[:, None, None], perturbed_masks(CLICK_OPS, truth, current, draw), current)
-
         def one_round(step, points, labels, current):
-            current = before_last_click(step, current)
             new_points, new_labels = click(step, current, active=step <= rounds)
             points, labels = put(points, labels, step, new_points, new_labels)
             refined = predict(points, labels, current)
@@ -673,7 +661,6 @@ class SamSegmenter(TrainingOptions, keras.Model):
 
         _, points, labels, current = tf.while_loop(
             lambda step, *_: step < most, one_round, (tf.constant(1), points, labels, current))
-        current = before_last_click(most, current)
         new_points, new_labels = click(most, current, active=most <= rounds)
         points, labels = put(points, labels, most, new_points, new_labels)
         return [first, dict(image, input_points=points * to_model, input_labels=labels, input_masks=current)]
