@@ -306,3 +306,18 @@ def test_predict_on_a_folder_leaves_out_the_images_its_box_does_not_fit(run, pha
     assert sorted(os.listdir(tmp_path / "pred")) == sorted(os.path.splitext(name)[0] for name in fits)
     said = capsys.readouterr().out
     assert said.count("left out: box 200,200,260,260 reaches outside") == len(names) - len(fits)
+
+
+def test_a_previous_mask_alone_warns_that_its_clicks_are_missing(run, phantom_dir, tmp_path, capsys):
+    output, _ = run
+    image = os.path.join(phantom_dir, "benign", "benign (1).png")
+    width, height = Image.open(image).size
+    previous = np.zeros((height, width), np.uint8)
+    previous[height // 4:height // 2, width // 4:width // 2] = 255
+    Image.fromarray(previous).save(tmp_path / "previous.png")
+    assert main(["predict", "--model", output, "--image", image, "--mask-input", str(tmp_path / "previous.png"),
+                 "--output", str(tmp_path / "pred")]) == 0
+    assert "with no --point or --box prompts with the previous mask alone" in capsys.readouterr().out
+    assert main(["predict", "--model", output, "--image", image, "--mask-input", str(tmp_path / "previous.png"),
+                 "--point", f"{width // 3},{height // 3}", "--output", str(tmp_path / "pred2")]) == 0
+    assert "previous mask alone" not in capsys.readouterr().out

@@ -151,3 +151,15 @@ def test_a_clicks_training_step_runs_traced_once_from_cached_embeddings(phantom_
     history = model.fit(train, epochs=1, steps_per_epoch=2, verbose=0)  # batches of 1 to 3 rounds
     assert model.train_function.experimental_get_tracing_count() == 1
     assert np.isfinite(history.history["loss"]).all()
+
+
+def test_clicks_with_the_prompt_encoder_frozen_warn_that_the_mask_fed_back_cannot_be_learned(capsys):
+    from keras_sam.app.cli import build_parser
+    from keras_sam.app.settings import resolve
+
+    args = build_parser().parse_args(["finetune", "--demo", "--output", "unused", "--prompt", "clicks",
+                                      "--freeze", "vision_encoder,prompt_encoder"])
+    resolve(args)
+    assert "--prompt clicks with the prompt encoder frozen" in capsys.readouterr().out
+    resolve(build_parser().parse_args(["finetune", "--demo", "--output", "unused", "--prompt", "clicks"]))
+    assert "frozen" not in capsys.readouterr().out

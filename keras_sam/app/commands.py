@@ -172,6 +172,9 @@ def run_predict(args):
         images.append((path, image))
     if not images:
         raise UsageError(f"--box/--point fit none of the {len(paths)} images (see the warnings above)")
+    if previous is not None and not args.point and not args.box:
+        print(f"warning: --mask-input {args.mask_input} with no --point or --box prompts with the previous mask "
+              "alone, which SAM was not trained for; give it with the clicks that go with it (--point x,y,label)")
     paths = [path for path, _ in images]
     model = load_segmenter(args.model)
     model.multimask_output = args.multimask

@@ -173,6 +173,10 @@ def _check(settings):
                          "prompt to give: use it with --prompt none")
     if settings.val_split == 0:
         raise UsageError("--val-split 0 leaves no validation lesions to choose the best checkpoint on")
+    if settings.prompt == "clicks" and "prompt_encoder" in settings.freeze:
+        print("warning: --prompt clicks with the prompt encoder frozen: the mask fed back each round goes "
+              "through its mask embedding, which then cannot learn (clicks then score lower, see the README's "
+              "Corrective clicks); leave prompt_encoder out of --freeze unless you mean it")
 
 
 def speed_setting_sources(args):
