@@ -1,8 +1,10 @@
-"""Every `keras_sam.<module>.<name>` the README, BENCHMARKS.md and the examples mention exists."""
+"""Every `keras_sam.<module>.<name>` the README, BENCHMARKS.md and the examples mention exists, and
+every `keras-sam` command the README shows is one the command line takes."""
 
 import importlib
 import os
 import re
+import shlex
 
 import pytest
 
@@ -42,3 +44,19 @@ def test_each_documented_name_exists(dotted):
         resolve(dotted)
     except (ModuleNotFoundError, AttributeError) as error:
         pytest.fail(f"{dotted} is mentioned in the docs but does not exist ({error})")
+
+
+def readme_commands():
+    """The README's indented `keras-sam` command lines, joined across backslashes (an elided "..."
+    dropped: those lines show only the options they are about)."""
+    with open(os.path.join(ROOT, "README.md")) as handle:
+        text = handle.read().replace("\\\n", " ")
+    return [line.strip() for line in text.splitlines() if re.match(r"\s{4,}keras-sam ", line)]
+
+
+@pytest.mark.parametrize("line", readme_commands())
+def test_every_readme_command_parses(line):
+    from keras_sam.app.cli import build_parser
+
+    argv = [word for word in shlex.split(line.split(" #")[0])[1:] if word != "..."]
+    build_parser().parse_args(argv)  # exits with the parser's message on an unknown option or bad value
