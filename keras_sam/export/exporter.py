@@ -98,7 +98,9 @@ def export_model(model, output, *, formats_to_write=None, quantize="none", overw
             if name == "transformers":
                 _export_transformers(segmenter, folder, samples, report, started, log)
                 continue
-            files = _write(name, segmenter, folder, quantize)
+            # LiteRT converts from the SavedModel of this export when there is one (the same graph).
+            saved_model = os.path.join(staging, "savedmodel") if "savedmodel" in report["formats"] else None
+            files = _write(name, segmenter, folder, quantize, saved_model)
             artefact = _open(name, folder)
             figures = checks.agreement(artefact, samples, references)
             applied = quantize if name in QUANTIZABLE else "none"
@@ -165,10 +167,12 @@ def contract(segmenter):
     }
 
 
-def _write(name, segmenter, folder, quantize):
+def _write(name, segmenter, folder, quantize, saved_model=None):
     from keras_sam.export import writers
     from keras_sam.export.graph import SamExportModule, erf_gelu, exportable_copy
 
+    if name == "litert" and saved_model is not None:
+        return writers.write_litert(None, folder, quantize, saved_model=saved_model)
     # ONNX has erf but no erfc, which TensorFlow's exact GELU uses.
     sam = exportable_copy(segmenter.sam, gelu=erf_gelu if name == "onnx" else None)
     module = SamExportModule(sam, segmenter.processor, multimask_output=segmenter.multimask_output)

@@ -79,14 +79,16 @@ def save_onnx(model_proto, path, quantize="none"):
         quantize_dynamic(path, path, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
 
 
-def write_litert(module, folder, quantize="none", functions=SIGNATURES):
+def write_litert(module, folder, quantize="none", functions=SIGNATURES, saved_model=None):
     """One .tflite file per function, LiteRT builtin ops only, its signature named after it.
 
     Args:
-        module: a SamExportModule.
+        module: a SamExportModule (unused when `saved_model` is given).
         folder: where to write them.
         quantize: "none"; "float16" (float16 weights); "int8" (dynamic-range int8 weights).
         functions: which of the four to write (all of them for an export; fewer for a benchmark).
+        saved_model: a folder `write_savedmodel` wrote from the same module, to convert from
+            (an export writing both saves one SavedModel, not two); None to stage one here.
 
     Returns:
         The file names written.
@@ -94,12 +96,16 @@ def write_litert(module, folder, quantize="none", functions=SIGNATURES):
     os.makedirs(folder, exist_ok=True)
     # Converted from a SavedModel, so that each file's signature carries the function's name
     # (from a concrete function it would be "serving_default").
-    staging = tempfile.mkdtemp(prefix=".savedmodel-", dir=os.path.dirname(os.path.abspath(folder)))
+    staging = None
+    if saved_model is None:
+        staging = tempfile.mkdtemp(prefix=".savedmodel-", dir=os.path.dirname(os.path.abspath(folder)))
+        saved_model = staging
     try:
-        tf.saved_model.save(module, staging, signatures=module.concrete_functions())
+        if staging is not None:
+            tf.saved_model.save(module, staging, signatures=module.concrete_functions())
         names = []
         for name in functions:
-            converter = tf.lite.TFLiteConverter.from_saved_model(staging, signature_keys=[name])
+            converter = tf.lite.TFLiteConverter.from_saved_model(saved_model, signature_keys=[name])
             converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
             if quantize in ("float16", "int8"):
                 converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -109,5 +115,6 @@ def write_litert(module, folder, quantize="none", functions=SIGNATURES):
                 handle.write(converter.convert())
             names.append(f"{name}.tflite")
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
     return names
