@@ -9,6 +9,8 @@ The Keras metrics score masks on the logits grid, where padding and resizing blu
 these are the numbers to report. Results are joined to lesions by their id, never by position.
 """
 
+import sys
+
 import numpy as np
 from tqdm.auto import tqdm
 
@@ -231,11 +233,18 @@ def evaluate_clicks(model, lesions, dataset, processor, max_clicks=DEFAULT_MAX_C
 
 
 def _traced_call(model):
-    """`model(inputs)` as a graph traced once per set of input names, for any batch size and number
-    of points: eager, every click would pay Python for each op of the decoder, and a tf.function
-    left to find the shapes itself retraces as the clicks grow."""
+    """`model(inputs)` compiled once per set of input names, for any batch size and number of
+    points: eager, every click would pay Python for each op of the decoder.
+
+    A model computing in TensorFlow (tf-keras, or Keras 3 on its TensorFlow backend) runs as a
+    tf.function whose points and labels have no fixed length (left to find the shapes itself it
+    would retrace as the clicks grow); a Keras 3 model on another backend through its own
+    `predict_on_batch`, on NumPy inputs (a tf.function would hand JAX symbolic tensors).
+    """
     import tensorflow as tf  # here: the Keras 3 family imports this module without TensorFlow
 
+    if not _computes_in_tensorflow(model):
+        return lambda inputs: model.predict_on_batch({name: np.asarray(value) for name, value in inputs.items()})
     functions = {}
 
     def call(inputs):
@@ -249,6 +258,15 @@ def _traced_call(model):
                                            autograph=False)
         return functions[names](inputs)
     return call
+
+
+def _computes_in_tensorflow(model):
+    """Whether `model` is a tf-keras model or a Keras 3 model on the TensorFlow backend (looked up
+    among the modules already imported: a process with one of them may lack the other)."""
+    tf_keras, keras = sys.modules.get("tf_keras"), sys.modules.get("keras")
+    if tf_keras is not None and isinstance(model, tf_keras.Model):
+        return True
+    return keras is not None and isinstance(model, keras.Model) and keras.backend.backend() == "tensorflow"
 
 
 def add_click_columns(rows, curves):

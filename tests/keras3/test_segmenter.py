@@ -166,3 +166,29 @@ def test_corrective_clicks_train_in_fit_with_the_shared_clicker(tmp_path):
     inputs, _ = next(iter(dataset))
     with pytest.raises(ValueError, match="drawn from the targets"):  # predict has no targets to click from
         model({key: np.asarray(value) for key, value in inputs.items()})
+
+
+def test_click_scoring_runs_on_this_backend_and_its_first_click_is_segments(tmp_path):
+    """keras_sam.common.evaluation.evaluate_clicks takes a Keras 3 model on every backend (on JAX it
+    must not be traced by TensorFlow), and its first click scores what segment() gives for it."""
+    from keras_sam.common.clicks import first_click
+    from keras_sam.common.configs import processor_for_config
+    from keras_sam.common.evaluation import evaluate_clicks
+    from keras_sam.common.losses_and_scores import dice_per_sample
+    from keras_sam.data import build_dataset, find_records, read_lesions, write_busi_phantoms
+    from keras_sam.data.readers import load_image, load_target
+
+    root = write_busi_phantoms(str(tmp_path / "busi"), counts={"benign": 2, "malignant": 1}, seed=0)
+    lesions = read_lesions(find_records(root), progress=False).lesions[:3]
+    processor = processor_for_config(tiny_sam_config())
+    keras.utils.set_random_seed(1)
+    model = SamSegmenter.from_sam_config(tiny_sam_config())
+    dataset = build_dataset(lesions, processor, batch_size=2, training=False, with_ids=True)
+    curves = evaluate_clicks(model, lesions, dataset, processor, max_clicks=3, progress=False)
+    assert list(curves) == [lesion.id for lesion in lesions]
+    for lesion in lesions:
+        assert curves[lesion.id].shape == (3,) and np.all((0 <= curves[lesion.id]) & (curves[lesion.id] <= 1))
+        truth = load_target(lesion)
+        click = first_click(truth)
+        mask = model.segment(load_image(lesion.image_path), points=[[click.x, click.y]], labels=[1]).masks[0]
+        assert curves[lesion.id][0] == pytest.approx(dice_per_sample(truth[None], mask[None])[0], abs=1e-3)
