@@ -137,8 +137,8 @@ def _export_transformers(segmenter, folder, samples, report, started, log):
         "seconds": round(time.perf_counter() - started, 1),
         "checked": "read back into transformers 4's TFSamModel; for PyTorch transformers 5 run "
                    "scripts/check_transformers_export.py in an environment with torch and transformers>=5"}
-    log(f"transformers: {', '.join(files)}; read back into TFSamModel, mask logits within "
-        f"{figures['logit_max_difference']:.2g} of keras-sam's")
+    log(f"transformers: {', '.join(files)}; read back into TFSamModel, mask logits at most "
+        f"{figures['logit_max_difference']:.2g} from keras-sam's (allowed {MAX_LOGIT_DIFFERENCE:g})")
     if not passed:
         raise ExportCheckFailed(f"transformers checkpoint read back differs from the model by "
                                 f"{figures['logit_max_difference']:.3g} in the mask logits (allowed "
