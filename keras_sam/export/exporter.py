@@ -172,7 +172,7 @@ def _write(name, segmenter, folder, quantize, saved_model=None):
     from keras_sam.export.graph import SamExportModule, erf_gelu, exportable_copy
 
     if name == "litert" and saved_model is not None:
-        return writers.write_litert(None, folder, quantize, saved_model=saved_model)
+        return writers.convert_to_litert(saved_model, folder, quantize)
     # ONNX has erf but no erfc, which TensorFlow's exact GELU uses.
     sam = exportable_copy(segmenter.sam, gelu=erf_gelu if name == "onnx" else None)
     module = SamExportModule(sam, segmenter.processor, multimask_output=segmenter.multimask_output)

@@ -79,42 +79,49 @@ def save_onnx(model_proto, path, quantize="none"):
         quantize_dynamic(path, path, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
 
 
-def write_litert(module, folder, quantize="none", functions=SIGNATURES, saved_model=None):
-    """One .tflite file per function, LiteRT builtin ops only, its signature named after it.
+def write_litert(module, folder, quantize="none", functions=SIGNATURES):
+    """One .tflite file per function, from a SavedModel of `module` staged beside `folder` (see
+    `convert_to_litert`; an export that writes the SavedModel anyway converts from that one).
 
     Args:
-        module: a SamExportModule (unused when `saved_model` is given).
+        module: a SamExportModule.
+        folder, quantize, functions: as `convert_to_litert`.
+
+    Returns:
+        The file names written.
+    """
+    staging = tempfile.mkdtemp(prefix=".savedmodel-", dir=os.path.dirname(os.path.abspath(folder)))
+    try:
+        write_savedmodel(module, staging)
+        return convert_to_litert(staging, folder, quantize, functions)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def convert_to_litert(saved_model, folder, quantize="none", functions=SIGNATURES):
+    """One .tflite file per function of a SavedModel `write_savedmodel` wrote, LiteRT builtin ops
+    only, its signature named after it (converted from a SavedModel for that: from a concrete
+    function it would be "serving_default").
+
+    Args:
+        saved_model: the SavedModel folder.
         folder: where to write them.
         quantize: "none"; "float16" (float16 weights); "int8" (dynamic-range int8 weights).
         functions: which of the four to write (all of them for an export; fewer for a benchmark).
-        saved_model: a folder `write_savedmodel` wrote from the same module, to convert from
-            (an export writing both saves one SavedModel, not two); None to stage one here.
 
     Returns:
         The file names written.
     """
     os.makedirs(folder, exist_ok=True)
-    # Converted from a SavedModel, so that each file's signature carries the function's name
-    # (from a concrete function it would be "serving_default").
-    staging = None
-    if saved_model is None:
-        staging = tempfile.mkdtemp(prefix=".savedmodel-", dir=os.path.dirname(os.path.abspath(folder)))
-        saved_model = staging
-    try:
-        if staging is not None:
-            tf.saved_model.save(module, staging, signatures=module.concrete_functions())
-        names = []
-        for name in functions:
-            converter = tf.lite.TFLiteConverter.from_saved_model(saved_model, signature_keys=[name])
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-            if quantize in ("float16", "int8"):
-                converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            if quantize == "float16":
-                converter.target_spec.supported_types = [tf.float16]
-            with open(os.path.join(folder, f"{name}.tflite"), "wb") as handle:
-                handle.write(converter.convert())
-            names.append(f"{name}.tflite")
-    finally:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
+    names = []
+    for name in functions:
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model, signature_keys=[name])
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        if quantize in ("float16", "int8"):
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantize == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        with open(os.path.join(folder, f"{name}.tflite"), "wb") as handle:
+            handle.write(converter.convert())
+        names.append(f"{name}.tflite")
     return names
